@@ -1,0 +1,216 @@
+"""Pair cards: small YAML documents validated by a strict pydantic schema (``schema: 1``).
+
+A card names a pair, its kind, where its models come from and what each side (strong, weak,
+final) sets. Kinds validate their own ``options`` with a model of their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from w2sd_cli.errors import CardError
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+
+
+class Strict(BaseModel):
+    """Base of every card model: unknown fields are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelRef(Strict):
+    """Where one model (a folder or a file) comes from: exactly one of ``repo_id``, ``url``, ``path``.
+
+    Hub references go through huggingface_hub into the standard HF cache. URL references are
+    streamed into w2sd's content-addressed store and must pin ``sha256`` (and should give ``size``).
+    Local paths are relative to the card's folder unless absolute; ``~`` is expanded.
+    """
+
+    repo_id: str | None = None
+    revision: str | None = Field(None, description="commit sha (pinned) or branch/tag")
+    subfolder: str | None = None
+    filename: str | None = Field(None, description="one file of the repo instead of a folder")
+    allow_patterns: list[str] | None = None
+    url: str | None = None
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    size: int | None = Field(None, gt=0)
+    path: str | None = None
+    format: Literal["diffusers", "single-file", "lora", "controlnet", "dit-moe", "vae", "toy"] = "diffusers"
+    notes: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelRef:
+        sources = [s for s in ("repo_id", "url", "path") if getattr(self, s)]
+        if len(sources) != 1:
+            raise ValueError(f"give exactly one of repo_id, url, path (got {sources or 'none'})")
+        if self.url and not self.url.startswith(("https://", "http://")):
+            raise ValueError("url must start with https:// (or http:// for local servers)")
+        if self.url and not self.sha256:
+            raise ValueError("a url source must pin its sha256")
+        return self
+
+
+class MixtureSpec(Strict):
+    """An isotropic Gaussian mixture given by weights, means and stds (analytic pairs)."""
+
+    weights: list[float] = Field(min_length=1)
+    means: list[list[float]] = Field(min_length=1)
+    stds: list[float] | float
+
+    @model_validator(mode="after")
+    def _shapes(self) -> MixtureSpec:
+        if len(self.weights) != len(self.means):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.means)} means")
+        if len({len(m) for m in self.means}) != 1:
+            raise ValueError("all means must have the same dimension")
+        if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+            raise ValueError("weights must be non-negative and not all zero")
+        stds = self.stds if isinstance(self.stds, list) else [self.stds]
+        if any(s <= 0 for s in stds) or (isinstance(self.stds, list) and len(stds) != len(self.means)):
+            raise ValueError("stds must be positive, one per component or one for all")
+        return self
+
+
+class Side(Strict):
+    """What one side of the pair (strong, weak or final) sets; each kind reads the knobs it needs."""
+
+    model: str | None = Field(None, description="key into the card's models")
+    lora: str | None = Field(None, description="key into the card's models (a LoRA)")
+    lora_scale: float | None = None
+    cfg: float | None = Field(None, ge=0, description="0 = unconditional only, 1 = conditional only")
+    prompt: str | None = Field(None, description="prompt template; {prompt} is the user's prompt")
+    negative_prompt: str | None = None
+    control: str | None = Field(None, description="key into the card's models (a ControlNet)")
+    control_scale: float | None = None
+    experts: Literal["top", "bottom", "random"] | None = None
+    mixture: MixtureSpec | None = None
+
+
+class Source(Strict):
+    """Where the pair comes from: the paper table, a licence, a link."""
+
+    paper: str | None = None
+    licence: str | None = None
+    url: str | None = None
+    notes: str | None = None
+
+
+class Defaults(Strict):
+    """Sampling defaults; command-line flags override them."""
+
+    steps: int = Field(50, ge=1, le=1000)
+    lam: int | None = Field(None, ge=0, description="reflected steps; default steps - 1")
+    rounds: int = Field(1, ge=1, le=10)
+    width: int | None = Field(None, ge=8)
+    height: int | None = Field(None, ge=8)
+    seed: int = Field(0, ge=0)
+    samples: int | None = Field(None, ge=1, description="analytic pairs: how many samples")
+
+    @model_validator(mode="after")
+    def _lam_fits(self) -> Defaults:
+        if self.lam is not None and self.lam > self.steps:
+            raise ValueError(f"lam ({self.lam}) cannot exceed steps ({self.steps})")
+        return self
+
+
+class PairCard(Strict):
+    """One weak/strong pair. ``kind`` picks the plugin code that turns the card into denoisers."""
+
+    schema_version: Literal[1] = Field(alias="schema")
+    name: str = Field(pattern=NAME_PATTERN)
+    aliases: list[str] = []
+    kind: str
+    description: str
+    source: Source = Source()
+    models: dict[str, ModelRef] = {}
+    strong: Side = Side()
+    weak: Side = Side()
+    final: Side = Side()
+    defaults: Defaults = Defaults()
+    options: dict[str, Any] = {}
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> PairCard:
+        for alias in self.aliases:
+            if not re.match(NAME_PATTERN, alias):
+                raise ValueError(f"alias {alias!r} must match {NAME_PATTERN}")
+        for side_name in ("strong", "weak", "final"):
+            side: Side = getattr(self, side_name)
+            for knob in ("model", "lora", "control"):
+                key = getattr(side, knob)
+                if key is not None and key not in self.models:
+                    known = ", ".join(sorted(self.models)) or "none"
+                    raise ValueError(f"{side_name}.{knob} names model {key!r}, not in models ({known})")
+        return self
+
+    def digest(self) -> str:
+        """A short sha256 of the card's canonical JSON: what a result was made with."""
+        blob = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def parse_card(data: Any, origin: str = "<card>", base_dir: Path | None = None) -> PairCard:
+    """Validate a card from already-loaded data; errors list every bad field with its path.
+
+    Args:
+        data: the mapping read from YAML (or built by a plugin).
+        origin: where it came from, named in errors (a file path or ``plugin NAME``).
+        base_dir: folder that relative ``path`` sources are resolved against.
+
+    Returns:
+        The validated card, with local paths made absolute.
+    """
+    if not isinstance(data, dict):
+        raise CardError(f"{origin}: a pair card must be a YAML mapping, got {type(data).__name__}.")
+    try:
+        card = PairCard.model_validate(data)
+    except ValidationError as err:
+        raise CardError(format_validation_error(err, origin)) from None
+    if base_dir is not None:
+        card = _absolute_paths(card, base_dir)
+    return card
+
+
+def load_card(path: Path) -> PairCard:
+    """Read and validate one YAML card file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CardError(f"{path}: cannot read the card ({err}).") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise CardError(f"{path}: not valid YAML: {err}. Fix the file or remove it.") from None
+    return parse_card(data, str(path), path.parent)
+
+
+def format_validation_error(err: ValidationError, origin: str) -> str:
+    """One paragraph naming every bad field by its path."""
+    problems = []
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(card)"
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling against `w2sd pairs show` of a built-in card)"
+        problems.append(f"{where}: {msg}")
+    return f"{origin}: invalid pair card: " + "; ".join(problems) + "."
+
+
+def _absolute_paths(card: PairCard, base_dir: Path) -> PairCard:
+    models = {}
+    for key, ref in card.models.items():
+        if ref.path is not None:
+            p = Path(ref.path).expanduser()
+            ref = ref.model_copy(update={"path": str(p if p.is_absolute() else (base_dir / p).resolve())})
+        models[key] = ref
+    return card.model_copy(update={"models": models})

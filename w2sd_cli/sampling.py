@@ -1,0 +1,232 @@
+"""The one shared W2SD sampler (Bai, Sugiyama & Xie, arXiv 2502.00473, Algorithm 1), torch only.
+
+A *denoiser* is any callable ``denoiser(x, t) -> prediction`` where the prediction is what the
+schedule's step consumes: eps for a VP diffusion, velocity for flow matching. One step function
+moves a latent between two noise levels in either direction, so denoising and inversion share it
+and there is no scheduler state to reset.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+Level = float
+"""A noise level: a discrete timestep (VP, ``-1`` = the clean end) or a time in [0, 1] (flow)."""
+
+Denoiser = Callable[[Tensor, Level], Tensor]
+Callback = Callable[[dict[str, Any]], None]
+
+PHASES = ("reflect-denoise", "reflect-invert", "denoise")
+
+
+class Schedule(Protocol):
+    """A noise process: moves ``x`` from level ``t_from`` to ``t_to`` given a prediction at ``t_from``."""
+
+    def step(self, x: Tensor, prediction: Tensor, t_from: Level, t_to: Level) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class VPSchedule:
+    """Variance-preserving diffusion with eps-prediction and deterministic DDIM (eta = 0) steps.
+
+    Args:
+        alphas_cumprod: ``ā`` for each training timestep (any float dtype; kept in float64).
+        final_alpha_cumprod: ``ā`` of the clean end, level ``-1`` (diffusers' ``set_alpha_to_one``).
+        clip_x0: clamp the predicted x0 to ``[-clip_x0, clip_x0]`` (diffusers' ``clip_sample``);
+            needed by under-trained pixel-space models, breaks exact invertibility.
+    """
+
+    alphas_cumprod: Tensor
+    final_alpha_cumprod: float = 1.0
+    clip_x0: float | None = None
+
+    @classmethod
+    def linear(cls, beta_start: float = 1e-4, beta_end: float = 0.02, steps: int = 1000,
+               scaled: bool = False, **kwargs: Any) -> VPSchedule:
+        """The DDPM linear schedule, or ``scaled_linear`` (linear in sqrt(beta)) as in Stable Diffusion."""
+        if scaled:
+            betas = torch.linspace(beta_start**0.5, beta_end**0.5, steps, dtype=torch.float64) ** 2
+        else:
+            betas = torch.linspace(beta_start, beta_end, steps, dtype=torch.float64)
+        return cls(torch.cumprod(1.0 - betas, 0), **kwargs)
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.alphas_cumprod.shape[0])
+
+    def alpha_bar(self, t: Level) -> float:
+        """ā at a level; negative levels are the clean end."""
+        if t < 0:
+            return self.final_alpha_cumprod
+        return float(self.alphas_cumprod[int(t)])
+
+    def step(self, x: Tensor, prediction: Tensor, t_from: Level, t_to: Level) -> Tensor:
+        """DDIM (eta 0) from ``t_from`` to ``t_to``; with ``t_to > t_from`` this is the exact DDIM inversion."""
+        a_from, a_to = self.alpha_bar(t_from), self.alpha_bar(t_to)
+        x0 = (x - math.sqrt(1.0 - a_from) * prediction) / math.sqrt(a_from)
+        if self.clip_x0 is not None:
+            x0 = x0.clamp(-self.clip_x0, self.clip_x0)
+            prediction = (x - math.sqrt(a_from) * x0) / math.sqrt(1.0 - a_from)
+        return math.sqrt(a_to) * x0 + math.sqrt(1.0 - a_to) * prediction
+
+    def timesteps(self, steps: int, spacing: str = "leading", offset: int = 0) -> list[Level]:
+        """DDIM's time grid as diffusers builds it, plus the clean end (``-1``): ``steps + 1`` levels."""
+        n = self.num_train_timesteps
+        if not 0 < steps <= n:
+            raise ValueError(f"steps must be in 1..{n}, got {steps}")
+        if spacing == "leading":
+            ratio = n // steps
+            grid = [i * ratio + offset for i in range(steps)][::-1]
+        elif spacing == "trailing":
+            grid = [round(n - i * n / steps) - 1 for i in range(steps)]
+        elif spacing == "linspace":
+            grid = [round(v) for v in torch.linspace(0, n - 1, steps, dtype=torch.float64).tolist()][::-1]
+        else:
+            raise ValueError(f"unknown timestep spacing {spacing!r}: use leading, trailing or linspace")
+        return [float(t) for t in grid] + [-1.0]
+
+
+@dataclass(frozen=True)
+class FlowSchedule:
+    """Rectified flow ``x_t = (1 - t) x0 + t noise`` with a velocity model and Euler steps."""
+
+    def step(self, x: Tensor, prediction: Tensor, t_from: Level, t_to: Level) -> Tensor:
+        """Euler from ``t_from`` to ``t_to``; with ``t_to > t_from`` this inverts one Euler step."""
+        return x + (t_to - t_from) * prediction
+
+    def timesteps(self, steps: int, shift: float = 1.0) -> list[Level]:
+        """``steps + 1`` times from 1 down to 0, optionally shifted toward noise (SD3's ``shift``)."""
+        ts = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+        ts = shift * ts / (1 + (shift - 1) * ts)
+        return [float(t) for t in ts]
+
+
+def eps_from_v(x: Tensor, v: Tensor, alpha_bar: float) -> Tensor:
+    """eps from a v-prediction: eps = sqrt(ā) v + sqrt(1 - ā) x."""
+    return math.sqrt(alpha_bar) * v + math.sqrt(1.0 - alpha_bar) * x
+
+
+def eps_from_x0(x: Tensor, x0: Tensor, alpha_bar: float) -> Tensor:
+    """eps from an x0-prediction: eps = (x - sqrt(ā) x0) / sqrt(1 - ā)."""
+    return (x - math.sqrt(alpha_bar) * x0) / math.sqrt(1.0 - alpha_bar)
+
+
+@dataclass
+class SampleResult:
+    """A finished sample: the latent, network calls per role, and their cost in batch-1 units."""
+
+    x: Tensor
+    calls: dict[str, int] = field(default_factory=dict)
+    cost: float = 0.0
+
+    @property
+    def nfe(self) -> int:
+        """Total number of network evaluations."""
+        return sum(self.calls.values())
+
+
+class _Meter:
+    """Counts calls and cost per role; a denoiser may carry ``cost`` (batch-1 units per call)."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.cost = 0.0
+
+    def __call__(self, role: str, denoiser: Denoiser, x: Tensor, t: Level) -> Tensor:
+        self.calls[role] = self.calls.get(role, 0) + 1
+        self.cost += float(getattr(denoiser, "cost", 1.0))
+        return denoiser(x, t)
+
+
+def reflect_steps(steps: int, lam: int | None = None, reflect: Iterable[int] | None = None) -> frozenset[int]:
+    """Indices of the steps that reflect: the first ``lam`` (default ``steps - 1``), or an explicit set."""
+    if reflect is not None:
+        chosen = frozenset(int(i) for i in reflect)
+        if any(not 0 <= i < steps for i in chosen):
+            raise ValueError(f"reflect steps must lie in 0..{steps - 1}, got {sorted(chosen)}")
+        return chosen
+    lam = steps - 1 if lam is None else lam
+    if not 0 <= lam <= steps:
+        raise ValueError(f"lambda must be in 0..{steps}, got {lam}")
+    return frozenset(range(lam))
+
+
+def sample_w2sd(strong: Denoiser, weak: Denoiser, final: Denoiser, x: Tensor, schedule: Schedule,
+                grid: Sequence[Level], *, lam: int | None = None, reflect: Iterable[int] | None = None,
+                rounds: int = 1, reference_interval: bool = False,
+                callback: Callback | None = None) -> SampleResult:
+    """W2SD (paper Algorithm 1): strong denoise, weak inversion back to the same level, then denoise.
+
+    Args:
+        strong, weak: the pair's reflection denoisers. The weak one sees the denoised latent with the
+            higher level's label (paper eq. 5).
+        final: the denoiser of the closing denoise step (strong at the final CFG, usually).
+        x: initial noise at ``grid[0]``.
+        schedule: how a latent moves between levels (``VPSchedule`` or ``FlowSchedule``).
+        grid: ``T + 1`` levels from the noisiest to the clean end.
+        lam: reflect on the first ``lam`` steps (default ``T - 1``); ``reflect`` names them instead.
+        rounds: reflections per reflecting step (paper: 1).
+        reference_interval: reproduce the reference code's inversion interval
+            ``(t' - Δ) → t'`` instead of the exact ``t' → t`` (VP grids only).
+        callback: called with a dict per phase (``i``, ``phase``, ``t``, ``t_next``, ``x``, ``nfe``).
+
+    Returns:
+        The sample and its network-call counts.
+    """
+    steps = len(grid) - 1
+    reflecting = reflect_steps(steps, lam, reflect)
+    meter = _Meter()
+
+    def report(i: int, phase: str, t: Level, t_next: Level, latent: Tensor) -> None:
+        if callback is not None:
+            callback({"i": i, "steps": steps, "phase": phase, "t": t, "t_next": t_next, "x": latent,
+                      "nfe": sum(meter.calls.values())})
+
+    for i in range(steps):
+        t, t_next = grid[i], grid[i + 1]
+        for _ in range(rounds if i in reflecting else 0):
+            denoised = schedule.step(x, meter("strong", strong, x, t), t, t_next)
+            report(i, "reflect-denoise", t, t_next, denoised)
+            eps_weak = meter("weak", weak, denoised, t)
+            start, end = (_reference_start(grid, i), t_next) if reference_interval else (t_next, t)
+            x = schedule.step(denoised, eps_weak, start, end)
+            report(i, "reflect-invert", t, t_next, x)
+        x = schedule.step(x, meter("final", final, x, t), t, t_next)
+        report(i, "denoise", t, t_next, x)
+    return SampleResult(x, dict(meter.calls), meter.cost)
+
+
+def _reference_start(grid: Sequence[Level], i: int) -> Level:
+    """The reference's inversion source: one grid spacing below ``t_{i+1}``, or the clean end."""
+    spacing = grid[0] - grid[1]
+    start = grid[i + 1] - spacing
+    return start if start >= 0 else -1.0
+
+
+def sample_plain(denoiser: Denoiser, x: Tensor, schedule: Schedule, grid: Sequence[Level], *,
+                 callback: Callback | None = None) -> SampleResult:
+    """Plain deterministic sampling (DDIM or Euler) with one denoiser: W2SD with no reflection."""
+    return sample_w2sd(denoiser, denoiser, denoiser, x, schedule, grid, lam=0, callback=callback)
+
+
+def extrapolate(strong: Denoiser, weak: Denoiser, k: float = 1.0) -> Denoiser:
+    """The first-order control ``eps_s + k (eps_s - eps_w)`` at the same point (autoguidance, w = 1 + k)."""
+
+    def denoise(x: Tensor, t: Level) -> Tensor:
+        e_strong = strong(x, t)
+        return e_strong + k * (e_strong - weak(x, t))
+
+    denoise.cost = float(getattr(strong, "cost", 1.0)) + float(getattr(weak, "cost", 1.0))  # type: ignore[attr-defined]
+    return denoise
+
+
+def equal_nfe_steps(steps: int, lam: int | None = None, rounds: int = 1) -> int:
+    """Plain-sampling step count with the same network evaluations as W2SD: ``T + 2 λ r``."""
+    lam = steps - 1 if lam is None else lam
+    return steps + 2 * lam * rounds
