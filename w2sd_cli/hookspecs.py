@@ -1,0 +1,39 @@
+"""Hook specifications (project ``w2sd``, entry-point group ``w2sd``).
+
+Every hook hands the plugin a ``register`` callback; the host owns clashes and error isolation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("w2sd")
+hookimpl = pluggy.HookimplMarker("w2sd")
+
+
+@hookspec
+def register_pairs(register: Callable[[Any], None]) -> None:
+    """Register pair cards: call ``register(card)`` with a ``PairCard``, a card mapping, or a YAML path."""
+
+
+@hookspec
+def register_pair_kinds(register: Callable[[Any], None]) -> None:
+    """Register pair kinds: call ``register(kind)`` with a ``PairKind`` instance."""
+
+
+@hookspec
+def register_commands(app: Any) -> None:
+    """Add commands to the ``w2sd`` Typer app."""
+
+
+@hookspec
+def register_metrics(register: Callable[[Any], None]) -> None:
+    """Register metrics for `w2sd bench` / `w2sd eval`: call ``register(metric)``."""
+
+
+@hookspec
+def register_executors(register: Callable[[Any], None]) -> None:
+    """Register bench executors (how work items are spread over processes or machines)."""

@@ -1,0 +1,1 @@
+"""Pair kinds: plugin code that turns a card into strong, weak and final denoisers."""
