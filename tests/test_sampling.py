@@ -183,7 +183,7 @@ def test_extrapolation_control_and_equal_nfe() -> None:
     assert torch.allclose(combined(torch.zeros(2), 10), torch.full((2,), 0.8))
     assert equal_nfe_steps(50) == 148 and equal_nfe_steps(50, lam=10, rounds=2) == 90
     result = sample_plain(combined, torch.zeros(3), SCHEDULE, SCHEDULE.timesteps(5))
-    assert result.cost == 10.0
+    assert result.cost == 10.0 and result.nfe == 10 and result.calls == {"final": 5}
 
 
 def test_timestep_grids_follow_diffusers_spacing() -> None:

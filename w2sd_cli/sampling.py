@@ -119,27 +119,29 @@ def eps_from_x0(x: Tensor, x0: Tensor, alpha_bar: float) -> Tensor:
 
 @dataclass
 class SampleResult:
-    """A finished sample: the latent, network calls per role, and their cost in batch-1 units."""
+    """A finished sample: the latent, calls per role, network evaluations and their batch-1 cost.
+
+    A denoiser may carry ``nfe`` (network predictions per call, e.g. 2 for an extrapolation of two
+    networks) and ``cost`` (batch-1 forward units per call, e.g. 2 for batched CFG); both default to 1.
+    """
 
     x: Tensor
     calls: dict[str, int] = field(default_factory=dict)
+    nfe: int = 0
     cost: float = 0.0
-
-    @property
-    def nfe(self) -> int:
-        """Total number of network evaluations."""
-        return sum(self.calls.values())
 
 
 class _Meter:
-    """Counts calls and cost per role; a denoiser may carry ``cost`` (batch-1 units per call)."""
+    """Counts calls, network evaluations and batch-1 cost per role."""
 
     def __init__(self) -> None:
         self.calls: dict[str, int] = {}
+        self.nfe = 0
         self.cost = 0.0
 
     def __call__(self, role: str, denoiser: Denoiser, x: Tensor, t: Level) -> Tensor:
         self.calls[role] = self.calls.get(role, 0) + 1
+        self.nfe += int(getattr(denoiser, "nfe", 1))
         self.cost += float(getattr(denoiser, "cost", 1.0))
         return denoiser(x, t)
 
@@ -177,7 +179,7 @@ def sample_w2sd(strong: Denoiser, weak: Denoiser, final: Denoiser, x: Tensor, sc
         callback: called with a dict per phase (``i``, ``phase``, ``t``, ``t_next``, ``x``, ``nfe``).
 
     Returns:
-        The sample and its network-call counts.
+        The sample, its calls per role (``strong``, ``weak``, ``final``), NFE and cost.
     """
     steps = len(grid) - 1
     reflecting = reflect_steps(steps, lam, reflect)
@@ -186,7 +188,7 @@ def sample_w2sd(strong: Denoiser, weak: Denoiser, final: Denoiser, x: Tensor, sc
     def report(i: int, phase: str, t: Level, t_next: Level, latent: Tensor) -> None:
         if callback is not None:
             callback({"i": i, "steps": steps, "phase": phase, "t": t, "t_next": t_next, "x": latent,
-                      "nfe": sum(meter.calls.values())})
+                      "nfe": meter.nfe})
 
     for i in range(steps):
         t, t_next = grid[i], grid[i + 1]
@@ -199,7 +201,7 @@ def sample_w2sd(strong: Denoiser, weak: Denoiser, final: Denoiser, x: Tensor, sc
             report(i, "reflect-invert", t, t_next, x)
         x = schedule.step(x, meter("final", final, x, t), t, t_next)
         report(i, "denoise", t, t_next, x)
-    return SampleResult(x, dict(meter.calls), meter.cost)
+    return SampleResult(x, dict(meter.calls), meter.nfe, meter.cost)
 
 
 def _reference_start(grid: Sequence[Level], i: int) -> Level:
@@ -222,6 +224,7 @@ def extrapolate(strong: Denoiser, weak: Denoiser, k: float = 1.0) -> Denoiser:
         e_strong = strong(x, t)
         return e_strong + k * (e_strong - weak(x, t))
 
+    denoise.nfe = int(getattr(strong, "nfe", 1)) + int(getattr(weak, "nfe", 1))  # type: ignore[attr-defined]
     denoise.cost = float(getattr(strong, "cost", 1.0)) + float(getattr(weak, "cost", 1.0))  # type: ignore[attr-defined]
     return denoise
 
