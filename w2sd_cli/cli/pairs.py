@@ -1,0 +1,95 @@
+"""`w2sd pairs list|show`: the pairs installed, from plugins, the shipped registry and the user's cards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from w2sd_cli.cli.options import JsonFlag, PairName
+
+
+def register(app: typer.Typer) -> None:
+    pairs_app = typer.Typer(no_args_is_help=True, help="List and inspect weak/strong pairs.")
+    pairs_app.command("list")(list_pairs)
+    pairs_app.command("show")(show_pair)
+    app.add_typer(pairs_app, name="pairs")
+
+
+def list_pairs(json_output: JsonFlag = False) -> None:
+    """List every pair: name, kind, aliases, where it comes from."""
+    from w2sd_cli.cli.output import err_console, print_json, table
+    from w2sd_cli.pairs import get_registry
+
+    registry = get_registry()
+    rows = [{"name": e.card.name, "kind": e.card.kind, "aliases": e.card.aliases, "plugin": e.plugin,
+             "description": e.card.description, "source": e.card.source.paper, "origin": e.origin}
+            for e in sorted(registry.entries, key=lambda e: (e.card.name, e.plugin))]
+    if json_output:
+        print_json({"pairs": rows, "problems": registry.problems})
+        return
+    err_console.print(table(f"{len(rows)} pairs", ["name", "kind", "aliases", "plugin", "description"],
+                            [[r["name"], r["kind"], ", ".join(r["aliases"]) or "-", r["plugin"],
+                              _first_sentence(r["description"])] for r in rows]))
+    _print_problems(registry.problems)
+
+
+def show_pair(name: PairName, json_output: JsonFlag = False) -> None:
+    """Show one pair's card, its resolved defaults, and its models with their cache status."""
+    from w2sd_cli.cli.output import err_console, print_json, table
+    from w2sd_cli.pairs import get_registry
+
+    registry = get_registry()
+    entry = registry.get(name)
+    card = entry.card
+    kind = registry.kind(card)
+    kind.check(card)
+    defaults = card.defaults.model_dump()
+    defaults["lam"] = defaults["lam"] if defaults["lam"] is not None else card.defaults.steps - 1
+    models = [{"key": key, "source": _source(ref), "format": ref.format, "revision": ref.revision,
+               "status": _model_status(ref)} for key, ref in card.models.items()]
+    data = {"card": card.model_dump(mode="json", by_alias=True, exclude_none=True), "plugin": entry.plugin,
+            "origin": entry.origin, "kind": {"name": kind.name, "summary": kind.summary},
+            "resolved_defaults": defaults, "models": models, "digest": card.digest()}
+    if json_output:
+        print_json(data)
+        return
+    import yaml
+
+    err_console.print(f"[bold]{card.name}[/bold] ({kind.name}: {kind.summary})\nfrom {entry.origin}\n")
+    err_console.print(yaml.safe_dump(data["card"], sort_keys=False, allow_unicode=True).rstrip(), markup=False)
+    err_console.print(table("resolved defaults", ["knob", "value"], [[k, v] for k, v in defaults.items()]))
+    if models:
+        err_console.print(table("models", ["key", "source", "format", "revision", "status"],
+                                [list(m.values()) for m in models]))
+
+
+def _first_sentence(text: str) -> str:
+    head = text.split(". ")[0].strip()
+    return head if len(head) <= 90 else head[:87] + "..."
+
+
+def _source(ref: Any) -> str:
+    if ref.repo_id:
+        return ref.repo_id + (f"/{ref.subfolder}" if ref.subfolder else "") + (f"/{ref.filename}" if ref.filename else "")
+    return str(ref.url or ref.path)
+
+
+def _model_status(ref: Any) -> str:
+    """Whether a model is available locally, without touching the network."""
+    if ref.path:
+        return "local" if Path(ref.path).exists() else "missing (local path)"
+    try:
+        from w2sd_cli import store
+    except ImportError:
+        return "unknown"
+    status = getattr(store, "local_status", None)
+    return str(status(ref)) if status is not None else "unknown"
+
+
+def _print_problems(problems: list[str]) -> None:
+    from w2sd_cli.cli.output import err_console
+
+    for problem in problems:
+        err_console.print(f"[yellow]warning:[/yellow] {problem}", markup=True, soft_wrap=True)
