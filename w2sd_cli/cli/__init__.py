@@ -10,7 +10,6 @@ import os
 import sys
 from typing import Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -18,10 +17,15 @@ from w2sd_cli import __version__
 from w2sd_cli.errors import W2SDError
 
 
+# typer vendors click: its exceptions and context are typer's own
+from typer._click.core import Context as _Context
+from typer._click.exceptions import ClickException as _ClickException
+
+
 class W2SDGroup(TyperGroup):
     """Maps every error to one paragraph and an exit code, in one place."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: _Context) -> Any:
         from w2sd_cli.cli.output import render_error
 
         try:
@@ -34,7 +38,7 @@ class W2SDGroup(TyperGroup):
         except KeyboardInterrupt:
             render_error("Interrupted: nothing partial was kept. Run the same command again to redo it.")
             ctx.exit(130)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        except (typer.Exit, typer.Abort, _ClickException):
             raise
         except Exception as err:
             if os.environ.get("W2SD_DEBUG"):

@@ -23,7 +23,7 @@ def list_pairs(json_output: JsonFlag = False) -> None:
     from w2sd_cli.pairs import get_registry
 
     registry = get_registry()
-    rows = [{"name": e.card.name, "kind": e.card.kind, "aliases": e.card.aliases, "plugin": e.plugin,
+    rows: list[dict[str, Any]] = [{"name": e.card.name, "kind": e.card.kind, "aliases": e.card.aliases, "plugin": e.plugin,
              "description": e.card.description, "source": e.card.source.paper, "origin": e.origin}
             for e in sorted(registry.entries, key=lambda e: (e.card.name, e.plugin))]
     if json_output:
@@ -72,7 +72,7 @@ def _first_sentence(text: str) -> str:
 
 def _source(ref: Any) -> str:
     if ref.repo_id:
-        return ref.repo_id + (f"/{ref.subfolder}" if ref.subfolder else "") + (f"/{ref.filename}" if ref.filename else "")
+        return "/".join(p for p in (ref.repo_id, ref.subfolder, ref.filename) if p)
     return str(ref.url or ref.path)
 
 
