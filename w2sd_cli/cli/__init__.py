@@ -11,15 +11,14 @@ import sys
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
-
-from w2sd_cli import __version__
-from w2sd_cli.errors import W2SDError
-
 
 # typer vendors click: its exceptions and context are typer's own
 from typer._click.core import Context as _Context
 from typer._click.exceptions import ClickException as _ClickException
+from typer.core import TyperGroup
+
+from w2sd_cli import __version__
+from w2sd_cli.errors import W2SDError
 
 
 class W2SDGroup(TyperGroup):

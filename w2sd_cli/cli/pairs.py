@@ -23,9 +23,12 @@ def list_pairs(json_output: JsonFlag = False) -> None:
     from w2sd_cli.pairs import get_registry
 
     registry = get_registry()
-    rows: list[dict[str, Any]] = [{"name": e.card.name, "kind": e.card.kind, "aliases": e.card.aliases, "plugin": e.plugin,
-             "description": e.card.description, "source": e.card.source.paper, "origin": e.origin}
-            for e in sorted(registry.entries, key=lambda e: (e.card.name, e.plugin))]
+    entries = sorted(registry.entries, key=lambda e: (e.card.name, e.plugin))
+    rows: list[dict[str, Any]] = [
+        {"name": e.card.name, "kind": e.card.kind, "aliases": e.card.aliases, "plugin": e.plugin,
+         "description": e.card.description, "source": e.card.source.paper, "origin": e.origin}
+        for e in entries
+    ]
     if json_output:
         print_json({"pairs": rows, "problems": registry.problems})
         return
