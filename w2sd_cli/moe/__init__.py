@@ -1,0 +1,1 @@
+"""DiT-MoE: the model definition, checkpoint I/O and the ImageNet class names of the ``moe-experts`` pair."""
