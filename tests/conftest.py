@@ -24,4 +24,16 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("W2SD_HOME", str(home))
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
     monkeypatch.delenv("W2SD_DEBUG", raising=False)
+    monkeypatch.delenv("W2SD_LOAD_PLUGINS", raising=False)
+    fresh_plugins()
     yield home
+    fresh_plugins()
+
+
+def fresh_plugins() -> None:
+    """Forget the cached plugin host, pair registry and Typer app."""
+    from w2sd_cli import plugins
+    from w2sd_cli.cli import build_app
+
+    plugins.reset()
+    build_app.cache_clear()
