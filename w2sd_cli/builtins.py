@@ -12,8 +12,12 @@ from w2sd_cli.paths import registry_dir
 @hookimpl
 def register_pair_kinds(register: Callable[[Any], None]) -> None:
     from w2sd_cli.kinds.analytic import AnalyticKind
+    from w2sd_cli.kinds.image import DiffusersKind
+    from w2sd_cli.kinds.moe import MoEExpertsKind
 
     register(AnalyticKind())
+    register(DiffusersKind())
+    register(MoEExpertsKind())
 
 
 @hookimpl
