@@ -1,0 +1,153 @@
+"""Where the download store keeps things under ``W2SD_HOME``, and the small file tools every part shares.
+
+``store/blobs/<sha256>/<name>``   finished files, content-addressed (the folder name is the hash)
+``store/partial/<sha256>.part``   downloads in progress, resumed by the next run
+``store/quarantine/``             files that failed verification (kept, never silently deleted)
+``store/locks/``                  one file lock per blob
+``store/verified.json``           sha256 of files already hashed, keyed by path, size and mtime
+``lock/<pair>.json``              per-pair lock files: resolved commits and hashes (see ``pairlock``)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from w2sd_cli.errors import DownloadError
+from w2sd_cli.paths import home
+
+CHUNK = 1024 * 1024
+LOCK_WAIT_S = float(os.environ.get("W2SD_LOCK_TIMEOUT", "3600"))
+
+
+def store_dir() -> Path:
+    return home() / "store"
+
+
+def blob_dir(sha256: str) -> Path:
+    return store_dir() / "blobs" / sha256
+
+
+def part_path(sha256: str) -> Path:
+    return store_dir() / "partial" / f"{sha256}.part"
+
+
+def quarantine_dir() -> Path:
+    return store_dir() / "quarantine"
+
+
+def pair_lock_dir() -> Path:
+    return home() / "lock"
+
+
+def find_blob(sha256: str) -> Path | None:
+    """The finished file stored under ``sha256``, or ``None``."""
+    folder = blob_dir(sha256)
+    if not folder.is_dir():
+        return None
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    return files[0] if files else None
+
+
+@contextlib.contextmanager
+def blob_lock(name: str) -> Iterator[None]:
+    """Hold the file lock named ``name``; a lock left by a dead process is free (the OS drops it)."""
+    import filelock
+
+    path = store_dir() / "locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(path), timeout=LOCK_WAIT_S)
+    try:
+        with lock:
+            yield
+    except filelock.Timeout:
+        raise DownloadError(
+            f"Another w2sd process has held the lock {path} for over {LOCK_WAIT_S:.0f} s. If no other w2sd is "
+            "running, delete that file and retry."
+        ) from None
+
+
+def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    """The sha256 of a file, read in 1 MiB chunks; ``progress`` gets the bytes read so far."""
+    digest = hashlib.sha256()
+    done = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+            done += len(chunk)
+            if progress:
+                progress(done)
+    return digest.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (a no-op where directories cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON through a temporary file, fsync it and rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; an empty dict when the file is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def quarantine(path: Path, label: str) -> Path:
+    """Move a file that failed verification aside (same filesystem, so nothing is copied)."""
+    target_dir = quarantine_dir()
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{label}-{path.name}"
+    os.replace(path, target)
+    return target
+
+
+def hash_verified(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    """The sha256 of ``path``, hashed once: later calls trust it while the size and mtime are unchanged."""
+    real = path.resolve()
+    stat = real.stat()
+    index_path = store_dir() / "verified.json"
+    key = str(real)
+    known = read_json(index_path).get(key)
+    if isinstance(known, dict) and known.get("size") == stat.st_size and known.get("mtime_ns") == stat.st_mtime_ns:
+        return str(known["sha256"])
+    digest = sha256_file(real, progress)
+    record_verified(real, digest)
+    return digest
+
+
+def record_verified(path: Path, sha256: str) -> None:
+    """Remember that ``path`` (as it is now) has ``sha256``."""
+    real = path.resolve()
+    stat = real.stat()
+    index_path = store_dir() / "verified.json"
+    with blob_lock("verified-index"):
+        index = read_json(index_path)
+        index[str(real)] = {"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        index = {k: v for k, v in index.items() if Path(k).exists()}
+        write_json_atomic(index_path, index)
