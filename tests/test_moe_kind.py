@@ -158,3 +158,13 @@ def test_cli_gen_with_a_user_card(models: Path, isolated_home: Path, tmp_path: P
     result = CliRunner().invoke(build_app(), ["gen", "--pair", "tiny-moe", "--class", "11", "--out", str(out)])
     assert result.exit_code != 0
     assert "out of range" in result.output
+
+
+def test_the_built_in_card_offline_names_what_is_missing(tmp_path: Path) -> None:
+    from w2sd_cli.errors import W2SDError
+
+    card = load_card(REGISTRY / "dit-moe-s.yaml")
+    request = GenRequest(prompt="golden retriever", out=tmp_path, offline=True).resolved(card)
+    with pytest.raises(W2SDError, match="sd-vae-ft-mse"):
+        MoEExpertsKind().generate(card, request)
+    assert not list(tmp_path.iterdir())

@@ -161,12 +161,12 @@ class MoEExpertsKind(PairKind):
         config = self.network_config(card)
         label = class_label(request, config.num_classes)
         device, dtype = _device(request.device), _dtype(request.dtype)
-        vae = load_vae(card.models[options.vae], request.offline, device, dtype)
+        vae = load_vae(card, options.vae, request, device, dtype)
         size = config.input_size * 2 ** (len(vae.config.block_out_channels) - 1)
         for given, what in ((request.width, "--width"), (request.height, "--height")):
             if given is not None and given != size:
                 raise InputError(f"{what} {given}: {card.name} generates {size}×{size} images only.")
-        networks = {key: load_dit(card.models[key], config, request, device, dtype)
+        networks = {key: load_dit(card, key, config, request, device, dtype)
                     for key in dict.fromkeys(getattr(card, s).model or "" for s in SIDES)}
         pair = self.prepare(card, request, networks, label)
         final_cfg = request.cfg if request.cfg is not None else card.final.cfg
@@ -216,7 +216,7 @@ def class_label(request: GenRequest, num_classes: int) -> int:
                      "(e.g. \"golden retriever\") or a class number with --class 207.")
 
 
-def locate(ref: ModelRef, offline: bool) -> Path:
+def locate(ref: ModelRef, request: GenRequest, pair: str | None = None, key: str | None = None) -> Path:
     """The local path of a model: ``path`` refs directly, Hub and URL refs through w2sd's store."""
     if ref.path is not None:
         path = Path(ref.path).expanduser()
@@ -231,25 +231,26 @@ def locate(ref: ModelRef, offline: bool) -> Path:
         where = ref.repo_id or ref.url
         raise ModelError(f"{where}: this w2sd build cannot download models yet; download it yourself and point "
                          "a card's `path:` at the file or folder.") from None
-    return Path(store_locate(ref, offline=offline))
+    return Path(store_locate(ref, offline=request.offline, allow_pickle=request.allow_pickle, pair=pair, key=key))
 
 
-def load_dit(ref: ModelRef, config: DiTMoEConfig, request: GenRequest, device: torch.device,
+def load_dit(card: PairCard, key: str, config: DiTMoEConfig, request: GenRequest, device: torch.device,
              dtype: torch.dtype) -> DiTMoE:
-    """The DiT-MoE network of a card model, strictly loaded."""
+    """The DiT-MoE network of the card's model ``key``, strictly loaded."""
     from w2sd_cli.moe.checkpoint import find_weights, load_network
 
-    path = locate(ref, request.offline)
+    ref = card.models[key]
+    path = locate(ref, request, card.name, key)
     if path.is_dir():
         path = find_weights(path, ref.filename)
     return load_network(path, config, allow_pickle=request.allow_pickle, device=device, dtype=dtype)
 
 
-def load_vae(ref: ModelRef, offline: bool, device: torch.device, dtype: torch.dtype) -> Any:
-    """A diffusers ``AutoencoderKL`` from a model folder."""
+def load_vae(card: PairCard, key: str, request: GenRequest, device: torch.device, dtype: torch.dtype) -> Any:
+    """A diffusers ``AutoencoderKL`` from the card's model ``key`` (a folder)."""
     from diffusers import AutoencoderKL
 
-    path = locate(ref, offline)
+    path = locate(card.models[key], request, card.name, key)
     try:
         vae = AutoencoderKL.from_pretrained(str(path), torch_dtype=dtype)
     except (OSError, ValueError) as err:

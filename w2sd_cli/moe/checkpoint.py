@@ -1,8 +1,9 @@
 """Reading and writing DiT-MoE weights: strict, so a checkpoint either loads whole or not at all.
 
 The published checkpoints are torch pickles (``dit_moe_s_8E2A.pt``) holding a plain state dict or
-a training dict with ``ema``/``model``; they are read with ``torch.load(weights_only=True)``, which
-refuses arbitrary objects. Safetensors files are read directly.
+a training dict with ``ema``/``model``. As everywhere in w2sd, a pickle needs ``--allow-pickle`` and
+is then read with ``torch.load(weights_only=True)``, which refuses arbitrary objects; safetensors
+files are read directly.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def read_state_dict(path: Path, allow_pickle: bool = False) -> dict[str, Tensor]
 
     Args:
         path: a ``.safetensors`` file, or a torch pickle (``.pt``/``.pth``/``.bin``/``.ckpt``).
-        allow_pickle: let a pickle that ``weights_only`` refuses run arbitrary code (only for files you trust).
+        allow_pickle: accept a pickle checkpoint; it is still read with ``torch.load(weights_only=True)``,
+            which refuses code objects (w2sd never unpickles those).
 
     Returns:
         Parameter name to tensor, unwrapped from a training checkpoint's ``ema``/``model`` entry.
@@ -40,11 +42,16 @@ def read_state_dict(path: Path, allow_pickle: bool = False) -> dict[str, Tensor]
             return dict(load_file(str(path), device="cpu"))
         except Exception as err:
             raise ModelError(f"{path}: not a readable safetensors file ({err}); download it again.") from None
+    if not allow_pickle:
+        raise ModelError(f"{path} is a pickle checkpoint, which can run arbitrary code when loaded. w2sd loads only "
+                         "safetensors by default; if you trust its source, pass --allow-pickle (it is then loaded "
+                         "with torch.load(weights_only=True)), or convert it to safetensors.")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+        data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        hint = "" if allow_pickle else (" If you trust the file, pass --allow-pickle, or convert it to safetensors.")
-        raise ModelError(f"{path}: cannot read the checkpoint ({type(err).__name__}: {err}).{hint}") from None
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ModelError(f"{path} could not be loaded as plain weights ({first}). It may contain code objects; "
+                         "w2sd will not unpickle those. Convert it to safetensors where you trust it.") from None
     return _unwrap(data, path)
 
 
