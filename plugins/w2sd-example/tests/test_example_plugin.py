@@ -1,0 +1,42 @@
+"""The example plugin, installed with pip, appears in w2sd and its pair runs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+
+@pytest.fixture(autouse=True)
+def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from w2sd_cli import plugins
+    from w2sd_cli.cli import build_app
+
+    monkeypatch.setenv("W2SD_HOME", str(tmp_path))
+    monkeypatch.delenv("W2SD_LOAD_PLUGINS", raising=False)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    plugins.reset()
+    build_app.cache_clear()
+
+
+def test_the_pair_is_listed_with_its_plugin() -> None:
+    from w2sd_cli.cli import build_app
+
+    result = CliRunner().invoke(build_app(), ["pairs", "list", "--json"])
+    pairs = {p["name"]: p for p in json.loads(result.stdout)["pairs"]}
+    assert pairs["ring-tempered"]["plugin"] == "example"
+    assert pairs["ring-tempered"]["kind"] == "tempered"
+
+
+def test_w2sd_flattens_the_tempered_ring(tmp_path: Path) -> None:
+    from w2sd_cli.cli import build_app
+
+    result = CliRunner().invoke(build_app(), ["gen", "--pair", "ring", "--samples", "4000", "--out", str(tmp_path),
+                                              "--json"])
+    assert result.exit_code == 0, result.output
+    methods = json.loads(result.stdout)["methods"]
+    assert methods["w2sd"]["kl_to_ideal"] < methods["strong"]["kl_to_ideal"] / 2
+    assert methods["weak"]["kl_to_ideal"] > methods["strong"]["kl_to_ideal"]
