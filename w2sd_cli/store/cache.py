@@ -86,7 +86,7 @@ def model_status(cards: Iterable[PairCard]) -> list[ModelStatus]:
             planned = plan_model(card.name, key, ref, offline=True)
             expected = _expected(card, key)
             sure = planned.present and bool(expected) and all(
-                _known(Path(p), sha) for p, sha in _paths(card, key, expected).items())
+                _known(Path(path), expected[rel]) for rel, path in _paths(card, key, expected).items())
             rows.append(ModelStatus(card.name, key, planned.source, planned.present, planned.size, sure,
                                     len(planned.files)))
     return rows

@@ -103,7 +103,8 @@ def load_pickle_checkpoint(path: Path) -> Any:
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with path.open("rb") as fh:  # a file object: torch must not pick a loader from the extension
+            return torch.load(fh, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(
