@@ -150,57 +150,66 @@ class MoEExpertsKind(PairKind):
                            dtype=net.dtype, learned_sigma=net.config.learn_sigma)
 
     def generate(self, card: PairCard, request: GenRequest, observer: Callback | None = None) -> GenResult:
-        import torch
-
-        from w2sd_cli.images import image_name, panel, save_png, to_image, versions
-        from w2sd_cli.methods import run_method
+        from w2sd_cli.images import image_name, panel, save_png, versions
         from w2sd_cli.moe.imagenet import class_name
 
         self.check(card)
-        options: MoEOptions = self.options(card)
         config = self.network_config(card)
         label = class_label(request, config.num_classes)
-        device, dtype = _device(request.device), _dtype(request.dtype)
-        vae = load_vae(card, options.vae, request, device, dtype)
-        size = config.input_size * 2 ** (len(vae.config.block_out_channels) - 1)
-        for given, what in ((request.width, "--width"), (request.height, "--height")):
-            if given is not None and given != size:
-                raise InputError(f"{what} {given}: {card.name} generates {size}×{size} images only.")
-        networks = {key: load_dit(card, key, config, request, device, dtype)
-                    for key in dict.fromkeys(getattr(card, s).model or "" for s in SIDES)}
+        networks, vae = self.load(card, request)
         pair = self.prepare(card, request, networks, label)
         final_cfg = request.cfg if request.cfg is not None else card.final.cfg
         methods = ("weak", "strong", "w2sd") if request.compare else ("w2sd",)
         name = class_name(label) if config.num_classes == 1000 else f"class {label}"
-        base_seed = request.seed or 0
+        recipe = {"pair": card.name, "kind": self.name, "card_digest": card.digest(), "prompt": name,
+                  "class_label": label, "steps": len(pair.grid) - 1, "lam": request.lam, "rounds": request.rounds,
+                  "cfg": final_cfg, "routing": pair.info["routing"]}
+        scale = self.options(card).latent_scale
         files: list[Path] = []
         stats: dict[str, dict[str, Any]] = {}
-        for index in range(request.num_images):
-            seed = base_seed + index
+        for seed in range(request.seed or 0, (request.seed or 0) + request.num_images):
             pictures = []
             for method in methods:
-                started = time.perf_counter()
-                with torch.inference_mode():
-                    sample = run_method(pair, method, pair.noise(seed), lam=request.lam, rounds=request.rounds or 1,
-                                        reference_interval=request.reference_interval,
-                                        callback=_tagged(observer, method, seed))
-                    pixels = vae.decode(sample.x.to(dtype) / options.latent_scale).sample
-                image = to_image(pixels.float())
-                recipe = {"pair": card.name, "kind": self.name, "card_digest": card.digest(), "prompt": name,
-                          "class_label": label, "seed": seed, "method": method, "steps": len(pair.grid) - 1,
-                          "lam": request.lam, "rounds": request.rounds, "cfg": final_cfg,
-                          "routing": pair.info["routing"], "versions": versions()}
-                files.append(save_png(image, request.out / image_name(card.name, seed, method), recipe))
+                tagged = _tagged(observer, method, seed)
+                image, sample, seconds = self._sample(pair, method, seed, request, vae, scale, tagged)
+                path = request.out / image_name(card.name, seed, method)
+                files.append(save_png(image, path, {**recipe, "seed": seed, "method": method, "versions": versions()}))
                 pictures.append((method, image))
                 entry = stats.setdefault(method, {"nfe": sample.nfe, "cost": sample.cost, "seconds": 0.0})
-                entry["seconds"] = round(entry["seconds"] + time.perf_counter() - started, 3)
+                entry["seconds"] = round(entry["seconds"] + seconds, 3)
             if request.compare:
                 files.append(save_png(panel(pictures), request.out / image_name(card.name, seed, "compare")))
-        summary = {"pair": card.name, "kind": self.name, "card_digest": card.digest(), "class_label": label,
-                   "class_name": name, "seed": base_seed, "images": request.num_images,
-                   "steps": len(pair.grid) - 1, "lam": request.lam, "device": str(device),
-                   "routing": pair.info["routing"], "methods": stats}
+        summary = {**recipe, "class_name": name, "seed": request.seed or 0, "images": request.num_images,
+                   "device": str(next(iter(networks.values())).device), "methods": stats}
         return GenResult(files=files, summary=summary)
+
+    def load(self, card: PairCard, request: GenRequest) -> tuple[dict[str, DiTMoE], Any]:
+        """The card's DiT-MoE networks (by model key) and its VAE, on the request's device and dtype."""
+        options: MoEOptions = self.options(card)
+        config = self.network_config(card)
+        device, dtype = _device(request.device), _dtype(request.dtype)
+        vae = load_vae(card, options.vae, request, device, dtype)
+        size = config.input_size * 2 ** (len(vae.config.block_out_channels) - 1)
+        for given, flag in ((request.width, "--width"), (request.height, "--height")):
+            if given is not None and given != size:
+                raise InputError(f"{flag} {given}: {card.name} generates {size}×{size} images only.")
+        keys = dict.fromkeys(getattr(card, side).model or "" for side in SIDES)
+        return {key: load_dit(card, key, config, request, device, dtype) for key in keys}, vae
+
+    def _sample(self, pair: PreparedPair, method: str, seed: int, request: GenRequest, vae: Any, scale: float,
+                observer: Callback | None) -> tuple[Any, Any, float]:
+        """One method from one seed's noise, decoded: ``(image, SampleResult, seconds)``."""
+        import torch
+
+        from w2sd_cli.images import to_image
+        from w2sd_cli.methods import run_method
+
+        started = time.perf_counter()
+        with torch.inference_mode():
+            sample = run_method(pair, method, pair.noise(seed), lam=request.lam, rounds=request.rounds or 1,
+                                reference_interval=request.reference_interval, callback=observer)
+            pixels = vae.decode(sample.x.to(vae.dtype) / scale).sample
+        return to_image(pixels.float()), sample, time.perf_counter() - started
 
 
 def class_label(request: GenRequest, num_classes: int) -> int:
