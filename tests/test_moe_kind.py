@@ -168,3 +168,21 @@ def test_the_built_in_card_offline_names_what_is_missing(tmp_path: Path) -> None
     with pytest.raises(W2SDError, match="sd-vae-ft-mse"):
         MoEExpertsKind().generate(card, request)
     assert not list(tmp_path.iterdir())
+
+
+@torch.no_grad()
+def test_random_and_renormalized_routing_come_from_the_card(models: Path) -> None:
+    from safetensors.torch import load_file
+
+    data = card_data(models, options={"architecture": "tiny", "random_seed": 4, "renormalize": True,
+                                      "experts_per_token": 3})
+    data["weak"] = {"model": "dit", "experts": "random", "cfg": 1.0}
+    card = parse_card(data)
+    net = DiTMoE(TINY)
+    net.load_state_dict(load_file(str(models / "dit.safetensors")))
+    pair = MoEExpertsKind().prepare(card, GenRequest(steps=2).resolved(card), {"dit": net}, label=5)
+    x, t = pair.noise(1), torch.tensor([999.0])
+    expected = net(x, t, torch.tensor([5]), Routing("random", k=3, seed=4, renormalize=True))[:, :4]
+    torch.testing.assert_close(pair.weak(x, 999.0), expected)
+    assert pair.info["routing"]["weak"] == "random-3 of 4 renormalized"
+    assert getattr(pair.weak, "cost", None) == 1.0
