@@ -1,0 +1,222 @@
+"""The ``diffusers`` kind end to end on tiny SD and SDXL pipelines saved to folders, and through the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.image_helpers import (
+    card_dict,
+    save_controlnet,
+    save_lora,
+    save_sd,
+    save_sdxl,
+    sd_unet,
+    sdxl_unet,
+    write_card,
+)
+from w2sd_cli.cards import parse_card
+from w2sd_cli.errors import CardError, InputError, ModelError
+from w2sd_cli.images import read_recipe, request_from_recipe
+from w2sd_cli.kinds.base import GenRequest, GenResult
+from w2sd_cli.kinds.image import DiffusersKind
+from w2sd_cli.kinds.image_sides import resolve_sides
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("image-models")
+    photo = np.zeros((16, 16, 3), dtype=np.uint8)
+    photo[4:12, 4:12] = (220, 180, 40)
+    Image.fromarray(photo).save(root / "photo.png")
+    nan_unet = sd_unet(3)
+    with torch.no_grad():
+        nan_unet.conv_out.weight.fill_(float("nan"))
+    return {"sd": save_sd(root / "sd"), "sd_tuned": save_sd(root / "sd_tuned", seed=4),
+            "sd_nan": save_sd(root / "sd_nan", unet=nan_unet),
+            "xl": save_sdxl(root / "xl"), "xl_tuned": save_sdxl(root / "xl_tuned", seed=5),
+            "lora": save_lora(root / "lora", sd_unet(0)), "xl_lora": save_lora(root / "xl_lora", sdxl_unet(0)),
+            "canny": save_controlnet(root / "canny"), "photo": root / "photo.png"}
+
+
+def lora_card(models: dict[str, Path], name: str = "tiny-lora", **extra: Any) -> dict[str, Any]:
+    return card_dict(name, {"base": {"path": str(models["sd"])},
+                            "detail": {"path": str(models["lora"]), "format": "lora"}},
+                     strong={"lora": "detail", "lora_scale": 0.8}, weak={"lora_scale": -1.5}, **extra)
+
+
+def run(card_data: dict[str, Any], out: Path, **request: Any) -> GenResult:
+    card = parse_card(card_data)
+    return DiffusersKind().generate(card, GenRequest(out=out, **request).resolved(card))
+
+
+def pixels(path: Path) -> bytes:
+    with Image.open(path) as im:
+        return im.tobytes()
+
+
+def test_sides_resolve_by_the_documented_rules(models: dict[str, Path]) -> None:
+    sides = resolve_sides(parse_card(lora_card(models)))
+    assert (sides["strong"].lora, sides["strong"].lora_scale, sides["strong"].cfg) == ("detail", 0.8, 1.0)
+    assert (sides["weak"].lora, sides["weak"].lora_scale, sides["weak"].cfg) == ("detail", -1.5, 1.0)
+    assert (sides["final"].lora, sides["final"].lora_scale, sides["final"].cfg) == ("detail", 0.8, 5.5)
+    assert sides["weak_plain"].cfg == 5.5 and sides["weak_plain"].lora_scale == -1.5
+    assert resolve_sides(parse_card(lora_card(models)), final_cfg=3.0)["final"].cfg == 3.0
+
+
+def test_lora_pair_compare_writes_three_images_and_a_panel(models: dict[str, Path], tmp_path: Path) -> None:
+    result = run(lora_card(models), tmp_path, prompt="a fox", compare=True)
+    names = [p.name for p in result.files]
+    assert names == ["tiny-lora-s0-weak.png", "tiny-lora-s0-strong.png", "tiny-lora-s0-w2sd.png",
+                     "tiny-lora-s0-compare.png"]
+    weak, strong, w2sd = (pixels(p) for p in result.files[:3])
+    assert len({weak, strong, w2sd}) == 3
+    with Image.open(result.files[3]) as grid:
+        assert grid.width == 3 * 16 + 2 * 4
+    by_method = {i["method"]: i for i in result.summary["images"]}
+    assert by_method["w2sd"]["nfe"] == 3 + 2 * 2 and by_method["w2sd"]["cost"] == 3 * 2 + 2 * 2
+    assert by_method["strong"]["cost"] == 6
+    assert result.summary["embeddings"] == 2  # one prompt + the empty negative: the LoRA has no text part
+
+
+def test_same_seed_same_pixels_and_an_image_depends_only_on_its_seed(models: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    first = run(lora_card(models), tmp_path / "a", prompt="a fox", seed=5, num_images=2)
+    again = run(lora_card(models), tmp_path / "b", prompt="a fox", seed=6)
+    assert [p.name for p in first.files] == ["tiny-lora-s5-w2sd.png", "tiny-lora-s6-w2sd.png"]
+    assert pixels(first.files[1]) == pixels(again.files[0])
+    assert pixels(first.files[0]) != pixels(first.files[1])
+    one, two = read_recipe(first.files[1]), read_recipe(again.files[0])
+    for recipe in (one, two):
+        recipe.pop("seconds")
+    assert one == two
+
+
+def test_metadata_round_trips_and_reproduces_the_image(models: dict[str, Path], tmp_path: Path) -> None:
+    card = parse_card(lora_card(models))
+    made = run(lora_card(models), tmp_path / "a", prompt="a fox", seed=3, steps=4, lam=2, negative_prompt="blur")
+    recipe = read_recipe(made.files[0])
+    assert recipe["card_digest"] == card.digest() and recipe["pair"] == "tiny-lora"
+    assert (recipe["prompt"], recipe["negative_prompt"], recipe["seed"], recipe["nfe"]) == ("a fox", "blur", 3, 8)
+    assert recipe["sides"]["weak"]["lora_scale"] == -1.5 and recipe["models"]["detail"]["format"] == "lora"
+    assert recipe["models"]["detail"]["file_sha256"]  # hashes recorded by the store's pair lock
+    assert {"w2sd", "diffusers", "torch"} <= set(recipe["versions"]) and recipe["seconds"] >= 0
+    pair, request = request_from_recipe(recipe, out=tmp_path / "b")
+    assert pair == "tiny-lora" and (request.steps, request.lam, request.seed) == (4, 2, 3)
+    again = DiffusersKind().generate(card, request.resolved(card))
+    assert pixels(again.files[0]) == pixels(made.files[0])
+
+
+def test_a_self_pair_stays_close_to_plain_sampling(models: dict[str, Path], tmp_path: Path) -> None:
+    """Strong = weak: W2SD differs from plain sampling only by the inversion error, which is small."""
+    same = card_dict("self", {"base": {"path": str(models["sd"])}}, final={"cfg": 1.0}, defaults={"steps": 20})
+    other = card_dict("tuned", {"base": {"path": str(models["sd"])}, "tuned": {"path": str(models["sd_tuned"])}},
+                      strong={"model": "base"}, weak={"model": "tuned"}, final={"cfg": 1.0}, defaults={"steps": 20})
+    res = run(same, tmp_path / "self", compare=True)
+    w2sd, plain = (np.asarray(Image.open(p), dtype=float) for p in (res.files[2], res.files[1]))
+    res2 = run(other, tmp_path / "other", compare=True)
+    w2sd_other = np.asarray(Image.open(res2.files[2]), dtype=float)
+    self_gap, pair_gap = np.abs(w2sd - plain).mean(), np.abs(w2sd_other - plain).mean()
+    assert self_gap < 2.0 and self_gap < 0.2 * pair_gap  # out of 255; measured 1.4 vs 15.5
+
+
+def test_sdxl_checkpoint_and_guidance_pair_shares_components(models: dict[str, Path], tmp_path: Path) -> None:
+    data = card_dict("tiny-jugg-cfg", {"tuned": {"path": str(models["xl_tuned"])}, "base": {"path": str(models["xl"])}},
+                     strong={"model": "tuned", "cfg": 5.5}, weak={"model": "base", "cfg": 0.0})
+    result = run(data, tmp_path, prompt="a fox", compare=True)
+    assert result.summary["shared_components"] == 5  # vae, 2 text encoders, 2 tokenizers
+    by_method = {i["method"]: i for i in result.summary["images"]}
+    assert by_method["w2sd"]["cost"] == 3 * 2 + 2 * (2 + 1)  # final CFG batch 2; reflection 2 + 1
+    assert len({pixels(p) for p in result.files[:3]}) == 3
+
+
+def test_prompt_pair_needs_and_uses_the_strong_prompt(models: dict[str, Path], tmp_path: Path) -> None:
+    data = card_dict("tiny-prompt", {"base": {"path": str(models["sd"])}}, options={"needs_strong_prompt": True})
+    with pytest.raises(InputError, match="--strong-prompt"):
+        run(data, tmp_path, prompt="a fox")
+    result = run(data, tmp_path, prompt="a fox", strong_prompt="a red fox, detailed")
+    sides = read_recipe(result.files[0])["sides"]
+    assert sides["strong"]["rendered_prompt"] == sides["final"]["rendered_prompt"] == "a red fox, detailed"
+    assert sides["weak"]["rendered_prompt"] == "a fox"
+
+
+def test_controlnet_pair_needs_a_control_image_and_uses_it(models: dict[str, Path], tmp_path: Path) -> None:
+    data = card_dict("tiny-canny", {"base": {"path": str(models["sd"])},
+                                    "canny": {"path": str(models["canny"]), "format": "controlnet"}},
+                     strong={"control": "canny", "cfg": 0.5}, weak={"cfg": 0.5})
+    with pytest.raises(InputError, match="--control-image"):
+        run(data, tmp_path, prompt="a fox")
+    result = run(data, tmp_path, prompt="a fox", control_image=models["photo"], compare=True)
+    recipe = read_recipe(result.files[2])
+    assert recipe["sides"]["strong"]["control"] == "canny" and recipe["sides"]["weak"]["control"] is None
+    assert recipe["request"]["control_image"] == str(models["photo"])
+    assert pixels(result.files[0]) != pixels(result.files[1])  # plain weak vs ControlNet strong
+
+
+def test_wrong_size_for_the_model(models: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="--width 15 does not fit this model: use a multiple of 2"):
+        run(lora_card(models), tmp_path, width=15)
+    with pytest.raises(InputError, match="--height 2 does not fit"):
+        run(lora_card(models), tmp_path, height=2)
+
+
+def test_lora_that_does_not_fit_the_unet(models: dict[str, Path], tmp_path: Path) -> None:
+    data = card_dict("bad-lora", {"base": {"path": str(models["sd"])},
+                                  "xl": {"path": str(models["xl_lora"]), "format": "lora"}},
+                     strong={"lora": "xl"}, weak={"lora_scale": -1.0})
+    with pytest.raises(ModelError, match=r"LoRA pytorch_lora_weights\.safetensors: .*fit"):
+        run(data, tmp_path)
+
+
+def test_nans_are_one_clear_error(models: dict[str, Path], tmp_path: Path) -> None:
+    data = card_dict("nan", {"base": {"path": str(models["sd_nan"])}})
+    with pytest.raises(ModelError, match="NaN/inf at step 0"):
+        run(data, tmp_path)
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_card_errors(models: dict[str, Path]) -> None:
+    kind = DiffusersKind()
+    with pytest.raises(CardError, match=r"weak\.lora_scale is set but no LoRA"):
+        kind.check(parse_card(card_dict("x", {"base": {"path": "."}}, weak={"lora_scale": -1.0})))
+    with pytest.raises(CardError, match=r"strong\.control 'base' has format 'diffusers'; expected controlnet"):
+        kind.check(parse_card(card_dict("x", {"base": {"path": "."}}, strong={"control": "base"})))
+    with pytest.raises(CardError, match=r"needs options\.config_from"):
+        kind.check(parse_card(card_dict("x", {"ckpt": {"path": "a.safetensors", "format": "single-file"}})))
+    card = parse_card(card_dict("x", {"ckpt": {"path": "a.safetensors", "format": "single-file"},
+                                      "base": {"path": "."}}, options={"config_from": {"ckpt": "base"}}))
+    kind.check(card)
+    assert kind.model_keys(card) == ["ckpt", "base"]
+
+
+def _cli(args: list[str]) -> Any:
+    from typer.testing import CliRunner
+
+    from w2sd_cli.cli import build_app
+
+    return CliRunner().invoke(build_app(), args)
+
+
+def test_cli_gen_with_user_cards(models: dict[str, Path], isolated_home: Path, tmp_path: Path) -> None:
+    data = lora_card(models)
+    write_card(isolated_home, "tiny-lora", data["models"], strong=data["strong"], weak=data["weak"])
+    write_card(isolated_home, "tiny-canny", {"base": {"path": str(models["sd"])},
+                                             "canny": {"path": str(models["canny"]), "format": "controlnet"}},
+               strong={"control": "canny", "cfg": 0.5}, weak={"cfg": 0.5})
+    out = tmp_path / "out"
+    result = _cli(["gen", "a fox", "--pair", "tiny-lora", "--steps", "2", "--out", str(out), "--seed", "1",
+                   "--compare"])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == {f"tiny-lora-s1-{m}.png" for m in ("weak", "strong", "w2sd", "compare")}
+    result = _cli(["gen", "a fox", "--pair", "tiny-canny", "--out", str(out)])
+    assert result.exit_code != 0 and "--control-image" in result.output
+    result = _cli(["gen", "a fox", "--pair", "tiny-canny", "--out", str(out), "--control-image",
+                   str(models["photo"]), "--width", "24", "--height", "16"])
+    assert result.exit_code == 0, result.output
+    with Image.open(out / "tiny-canny-s0-w2sd.png") as im:
+        assert im.size == (24, 16)
