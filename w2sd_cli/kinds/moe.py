@@ -7,7 +7,6 @@ prompt is an ImageNet class name or number. Latents are decoded with the SD VAE.
 
 from __future__ import annotations
 
-import importlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -226,7 +225,7 @@ def class_label(request: GenRequest, num_classes: int) -> int:
 
 
 def locate(ref: ModelRef, request: GenRequest, pair: str | None = None, key: str | None = None) -> Path:
-    """The local path of a model: ``path`` refs directly, Hub and URL refs through w2sd's store."""
+    """The local path of a model: ``path`` refs directly (a ``subfolder`` is honoured), others via the store."""
     if ref.path is not None:
         path = Path(ref.path).expanduser()
         if ref.subfolder:
@@ -234,13 +233,9 @@ def locate(ref: ModelRef, request: GenRequest, pair: str | None = None, key: str
         if not path.exists():
             raise ModelError(f"{path}: no such file or folder (named by the card's `path`).")
         return path
-    try:
-        store_locate = importlib.import_module("w2sd_cli.store").locate
-    except (ImportError, AttributeError):
-        where = ref.repo_id or ref.url
-        raise ModelError(f"{where}: this w2sd build cannot download models yet; download it yourself and point "
-                         "a card's `path:` at the file or folder.") from None
-    return Path(store_locate(ref, offline=request.offline, allow_pickle=request.allow_pickle, pair=pair, key=key))
+    from w2sd_cli.store import locate as store_locate
+
+    return store_locate(ref, offline=request.offline, allow_pickle=request.allow_pickle, pair=pair, key=key)
 
 
 def load_dit(card: PairCard, key: str, config: DiTMoEConfig, request: GenRequest, device: torch.device,
