@@ -16,8 +16,8 @@ from torch import Tensor
 
 from w2sd_cli.errors import ModelError
 from w2sd_cli.moe.model import DiTMoE, DiTMoEConfig
+from w2sd_cli.store.safety import WEIGHT_SUFFIXES, check_weights_file, load_pickle_checkpoint
 
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 TRAINING_KEYS = ("ema", "model")
 """Where train.py keeps the weights inside a training checkpoint; ``ema`` is preferred, as upstream."""
 
@@ -26,7 +26,7 @@ def read_state_dict(path: Path, allow_pickle: bool = False) -> dict[str, Tensor]
     """The tensors of a weights file.
 
     Args:
-        path: a ``.safetensors`` file, or a torch pickle (``.pt``/``.pth``/``.bin``/``.ckpt``).
+        path: a safetensors file or a torch pickle, told apart by their bytes (the store's ``sniff``).
         allow_pickle: accept a pickle checkpoint; it is still read with ``torch.load(weights_only=True)``,
             which refuses code objects (w2sd never unpickles those).
 
@@ -35,24 +35,14 @@ def read_state_dict(path: Path, allow_pickle: bool = False) -> dict[str, Tensor]
     """
     if not path.is_file():
         raise ModelError(f"{path}: no such weights file.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    if check_weights_file(path, allow_pickle) == "pickle":
+        return _unwrap(load_pickle_checkpoint(path), path)
+    from safetensors.torch import load_file
 
-        try:
-            return dict(load_file(str(path), device="cpu"))
-        except Exception as err:
-            raise ModelError(f"{path}: not a readable safetensors file ({err}); download it again.") from None
-    if not allow_pickle:
-        raise ModelError(f"{path} is a pickle checkpoint, which can run arbitrary code when loaded. w2sd loads only "
-                         "safetensors by default; if you trust its source, pass --allow-pickle (it is then loaded "
-                         "with torch.load(weights_only=True)), or convert it to safetensors.")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        return dict(load_file(str(path), device="cpu"))
     except Exception as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ModelError(f"{path} could not be loaded as plain weights ({first}). It may contain code objects; "
-                         "w2sd will not unpickle those. Convert it to safetensors where you trust it.") from None
-    return _unwrap(data, path)
+        raise ModelError(f"{path}: not a readable safetensors file ({err}); download it again.") from None
 
 
 def _unwrap(data: object, path: Path) -> dict[str, Tensor]:
@@ -110,10 +100,10 @@ def find_weights(folder: Path, filename: str | None = None) -> Path:
     """The weights file in a model folder: ``filename`` if given, else its only weights file."""
     if filename is not None:
         return folder / filename
-    found = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in WEIGHT_SUFFIXES)
     if len(found) != 1:
         names = ", ".join(p.name for p in found) or "none"
-        raise ModelError(f"{folder}: expected one weights file ({', '.join(WEIGHT_SUFFIXES)}), found {names}; "
+        raise ModelError(f"{folder}: expected one weights file ({', '.join(sorted(WEIGHT_SUFFIXES))}), found {names}; "
                          "name it with `filename:` in the card.")
     return found[0]
 
