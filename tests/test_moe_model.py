@@ -176,3 +176,15 @@ def test_wrong_architecture_is_refused(tmp_path: Path, net: DiTMoE) -> None:
     save_network(net, path)
     with pytest.raises(ModelError, match="wrong shapes"):
         load_network(path, DiTMoEConfig.from_mapping({"num_experts": 4, "hidden_size": 64}, TINY))
+
+
+def test_a_model_folder_must_hold_one_weights_file_or_name_it(tmp_path: Path, net: DiTMoE) -> None:
+    from w2sd_cli.moe.checkpoint import find_weights
+
+    save_network(net, tmp_path / "a.safetensors")
+    (tmp_path / "README.md").write_text("not weights")
+    assert find_weights(tmp_path) == tmp_path / "a.safetensors"
+    save_network(net, tmp_path / "b.safetensors")
+    with pytest.raises(ModelError, match=r"a\.safetensors, b\.safetensors; name it with `filename:`"):
+        find_weights(tmp_path)
+    assert find_weights(tmp_path, "b.safetensors") == tmp_path / "b.safetensors"
