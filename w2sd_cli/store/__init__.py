@@ -18,7 +18,7 @@ from w2sd_cli.store.cache import (
     store_items,
     verify,
 )
-from w2sd_cli.store.locate import locate, pull
+from w2sd_cli.store.locate import local_status, locate, pull
 from w2sd_cli.store.plan import PlannedFile, PlannedModel, PullPlan, human, plan_pull
 from w2sd_cli.store.safety import check_weights_file, load_pickle_checkpoint, sniff
 
@@ -34,6 +34,7 @@ __all__ = [
     "execute_prune",
     "human",
     "load_pickle_checkpoint",
+    "local_status",
     "locate",
     "model_status",
     "plan_prune",

@@ -129,13 +129,14 @@ def verify(cards: Iterable[PairCard], progress: Progress | None = None) -> list[
         for key in card.models:
             expected = _expected(card, key)
             if not expected:
-                results.append(VerifyResult(card.name, key, "*", "unrecorded"))
+                present = plan_model(card.name, key, card.models[key], offline=True).present
+                results.append(VerifyResult(card.name, key, "*", "unrecorded" if present else "not downloaded"))
             for rel, path in _paths(card, key, expected).items():
                 sha = expected[rel]
                 if not os.path.exists(path):
                     results.append(VerifyResult(card.name, key, rel, "missing", sha))
                     continue
-                got = sha256_file(Path(path), _relay(progress, rel))
+                got = sha256_file(Path(path), _relay(progress, rel, os.path.getsize(path)))
                 record_verified(Path(path), got)
                 results.append(VerifyResult(card.name, key, rel, "ok" if got == sha else "mismatch", sha, got))
     return results
@@ -209,7 +210,7 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _relay(progress: Progress | None, name: str) -> Callable[[int], None] | None:
+def _relay(progress: Progress | None, name: str, size: int) -> Callable[[int], None] | None:
     if progress is None:
         return None
-    return lambda done: progress({"file": name, "bytes_done": done, "bytes_total": None, "status": "verifying"})
+    return lambda done: progress({"file": name, "bytes_done": done, "bytes_total": size, "status": "verifying"})

@@ -11,7 +11,7 @@ from w2sd_cli.cards import ModelRef, PairCard
 from w2sd_cli.errors import ModelError, OfflineError
 from w2sd_cli.store import hub, pairlock
 from w2sd_cli.store.fetch import fetch_url, redact
-from w2sd_cli.store.layout import find_blob, hash_verified, quarantine, store_dir
+from w2sd_cli.store.layout import find_blob, hash_verified, part_path, quarantine
 from w2sd_cli.store.plan import PlannedModel, files_under, human, plan_pull
 from w2sd_cli.store.safety import WEIGHT_SUFFIXES, check_weights_file
 
@@ -93,10 +93,30 @@ def _fetch(ref: ModelRef, *, offline: bool, progress: Progress | None, pair: str
 
 
 def _local(ref: ModelRef) -> Located:
-    path = Path(str(ref.path)).expanduser()
+    path = local_path(ref)
     if not path.exists():
         raise ModelError(f"{path} does not exist. Fix the card's path, or put the model there.")
     return Located(path, None, files_under(path))
+
+
+def local_path(ref: ModelRef) -> Path:
+    """A ``path`` reference's file or folder (with its ``subfolder`` and ``filename``, if any)."""
+    path = Path(str(ref.path)).expanduser()
+    return path.joinpath(*(p for p in (ref.subfolder, ref.filename) if p))
+
+
+def local_status(ref: ModelRef) -> str:
+    """``here``, ``partial (N of M)`` or ``not downloaded``, from disk only (no network, no hashing)."""
+    if ref.path:
+        return "here" if local_path(ref).exists() else "missing (local path)"
+    if ref.url and ref.sha256:
+        if find_blob(ref.sha256):
+            return "here"
+        part = part_path(ref.sha256)
+        if part.exists():
+            return f"partial ({human(part.stat().st_size)} of {human(ref.size) if ref.size else '?'})"
+        return "not downloaded"
+    return "here (HF cache)" if hub.local_snapshot(ref) else "not downloaded"
 
 
 def _url(ref: ModelRef, offline: bool, progress: Progress | None, pair: str | None) -> Located:
@@ -181,10 +201,4 @@ def _missing(what: str, pair: str | None) -> OfflineError:
     why = "HF_HUB_OFFLINE=1" if hub.env_offline() else "--offline"
     return OfflineError(f"{what} is not downloaded yet and w2sd is offline ({why}), so it made no network call. "
                         f"Run {how} while online, then run this again.")
-
-
-def store_size() -> int:
-    """Bytes in w2sd's own store (blobs, partial downloads and quarantine)."""
-    root = store_dir()
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
 

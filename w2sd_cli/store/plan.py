@@ -124,7 +124,7 @@ def plan_model(pair: str, key: str, ref: ModelRef, *, offline: bool) -> PlannedM
         files: tuple[PlannedFile, ...] = (PlannedFile(name, ref.size, done, ref.sha256, partial),)
         return PlannedModel(key, ref, redact(ref.url), None, files, store_dir())
     if ref.path:
-        path = Path(ref.path)
+        path = Path(ref.path).expanduser().joinpath(*(p for p in (ref.subfolder, ref.filename) if p))
         files = tuple(PlannedFile(rel, p.stat().st_size, True) for rel, p in files_under(path).items()) or (
             PlannedFile(path.name, None, False),)
         return PlannedModel(key, ref, f"path:{path}", None, files, path.parent)
