@@ -220,3 +220,37 @@ def test_cli_gen_with_user_cards(models: dict[str, Path], isolated_home: Path, t
     assert result.exit_code == 0, result.output
     with Image.open(out / "tiny-canny-s0-w2sd.png") as im:
         assert im.size == (24, 16)
+
+
+IMAGE_CARDS = ("hd-lora", "hd-lora-demo", "dreamshaper-sd15", "juggernaut-sdxl", "zsampling-sd15", "zsampling-sdxl",
+               "juggernaut-cfg", "prompt-sd15", "controlnet-canny-sd15", "dpo-lora-sd15")
+
+
+@pytest.mark.parametrize("name", IMAGE_CARDS)
+def test_built_in_image_cards_are_valid_and_name_their_source(name: str) -> None:
+    from w2sd_cli.cards import load_card
+    from w2sd_cli.paths import registry_dir
+
+    card = load_card(registry_dir() / "pairs" / f"{name}.yaml")
+    kind = DiffusersKind()
+    kind.check(card)
+    assert card.kind == "diffusers" and card.source.paper and card.source.notes and card.source.licence
+    sides = resolve_sides(card)
+    assert sides["final"].cfg == 5.5 and sides["final"].model == sides["strong"].model
+    for key in kind.model_keys(card):
+        ref = card.models[key]
+        assert ref.notes, f"{name}: model {key} says nothing about its choice"
+        if ref.repo_id in ("stabilityai/stable-diffusion-xl-base-1.0", "stable-diffusion-v1-5/stable-diffusion-v1-5"):
+            assert ref.revision is not None and len(ref.revision) == 40
+
+
+def test_paper_settings_of_the_lora_cards() -> None:
+    from w2sd_cli.cards import load_card
+    from w2sd_cli.paths import registry_dir
+
+    def knobs(name: str) -> list[tuple[float, float]]:
+        sides = resolve_sides(load_card(registry_dir() / "pairs" / f"{name}.yaml"))
+        return [(sides[s].lora_scale, sides[s].cfg) for s in ("strong", "weak", "final")]
+
+    assert knobs("hd-lora") == [(0.8, 1.0), (-1.5, 1.0), (0.8, 5.5)]
+    assert knobs("hd-lora-demo") == [(1.5, 5.5), (-1.5, 1.0), (0.8, 5.5)]
