@@ -67,7 +67,7 @@ def test_allow_list_limits_entry_points(tmp_path: Path, monkeypatch: pytest.Monk
     assert "pair-two" in names and "pair-one" not in names
     assert "gmm-1d" in names  # built-ins always load
     monkeypatch.setenv("W2SD_LOAD_PLUGINS", "")
-    assert {e.plugin for e in build_registry(build_host()).entries} == {"w2sd_cli.builtins"}
+    assert {e.plugin for e in build_registry(build_host()).entries} == {"w2sd"}
 
 
 def test_name_clashes_are_reported_not_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,7 +83,7 @@ def test_name_clashes_are_reported_not_resolved(tmp_path: Path, monkeypatch: pyt
 def test_a_plugin_card_clashing_with_a_builtin_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     install_plugin(tmp_path, monkeypatch, "w2sd_z", card_plugin("gmm-1d"))
     registry = build_registry(build_host())
-    with pytest.raises(PairNotFound, match=r"w2sd_cli\.builtins:gmm-1d"):
+    with pytest.raises(PairNotFound, match=r"w2sd:gmm-1d"):
         registry.get("gmm-1d")
 
 
@@ -99,6 +99,17 @@ def test_user_cards_load_and_bad_ones_do_not_brick(isolated_home: Path) -> None:
     registry = get_registry()
     assert registry.get("mine").plugin == "user"
     assert any("bad.yaml" in p for p in registry.problems)
+
+
+def test_a_builtin_kind_that_cannot_load_leaves_the_others_working() -> None:
+    from w2sd_cli.builtins import BuiltinKind
+
+    host = build_host()
+    host.add(BuiltinKind("w2sd_cli.no_such_module:Kind"), "w2sd.kind.broken", "built-in")
+    registry = build_registry(host)
+    assert host.records["w2sd.kind.broken"].status == "failed"
+    assert "no_such_module" in (host.records["w2sd.kind.broken"].error or "")
+    assert registry.kind(registry.get("gmm-2d").card).name == "analytic"
 
 
 def test_lookup_misses_suggest_close_names() -> None:

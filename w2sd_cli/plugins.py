@@ -7,7 +7,6 @@ loaded unless ``W2SD_LOAD_PLUGINS`` (comma list; empty = none) leaves them out.
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 import traceback
 from dataclasses import dataclass, field
@@ -19,7 +18,6 @@ import pluggy
 from w2sd_cli import hookspecs
 
 ENTRY_POINT_GROUP = "w2sd"
-DEFAULT_PLUGINS = ("w2sd_cli.builtins",)
 
 
 @dataclass
@@ -103,9 +101,11 @@ def allowed_plugins() -> set[str] | None:
 
 def build_host(load_entry_points: bool = True) -> Host:
     """A fresh host with the built-in plugins and (unless disabled) the installed entry points."""
+    from w2sd_cli import __version__, builtins
+
     host = Host()
-    for module_name in DEFAULT_PLUGINS:
-        host.add(importlib.import_module(module_name), module_name, "built-in")
+    for name, plugin in builtins.plugins():
+        host.add(plugin, name, "built-in", __version__)
     if not load_entry_points:
         return host
     allowed = allowed_plugins()
