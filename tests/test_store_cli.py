@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from tests.store_fakes import FakeServer, safetensors_bytes, sha256
+from tests.store_fakes import FakeServer, Fault, safetensors_bytes, sha256
 from w2sd_cli.cli import build_app
 
 PAYLOAD = safetensors_bytes(5000)
@@ -92,3 +94,24 @@ def test_pull_as_a_real_subprocess(civ: FakeServer, isolated_home: Path) -> None
     assert done.returncode == 0, done.stderr
     [path] = json.loads(done.stdout)["pulled"]["civ"]
     assert Path(path).read_bytes() == PAYLOAD
+
+
+def test_ctrl_c_during_pull_exits_130_and_the_rerun_resumes(civ: FakeServer, isolated_home: Path) -> None:
+    civ.fault("/m", Fault(drip_s=0.02))
+    env = os.environ | {"W2SD_HOME": str(isolated_home), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "0"}
+    child = subprocess.Popen([sys.executable, "-m", "w2sd_cli", "pull", "civ"], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    part = isolated_home / "store" / "partial" / f"{sha256(PAYLOAD)}.part"
+    deadline = time.monotonic() + 30
+    while not (part.exists() and part.stat().st_size > 4096) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=30)
+    assert child.returncode == 130 and "resumes where it stopped" in err, err
+    kept = part.stat().st_size
+    assert 0 < kept < len(PAYLOAD)
+    civ.log.clear()
+    done = subprocess.run([sys.executable, "-m", "w2sd_cli", "pull", "civ"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert civ.log[0].headers["range"] == f"bytes={kept}-"

@@ -299,3 +299,36 @@ def test_a_corrupted_blob_is_found_quarantined_and_downloaded_again(server: Fake
         get(server)
     assert len(list(layout.quarantine_dir().iterdir())) == 1
     assert get(server).read_bytes() == PAYLOAD
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (needs root and mount rights; skipped elsewhere: the injected fault above covers it)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_really_full_disk_keeps_the_part_and_resumes_once_there_is_room(
+        tiny_disk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    big = safetensors_bytes(400_000)  # 1.6 MB on a 1 MiB disk
+    fake = FakeServer(files={"/big": big}).start()
+    monkeypatch.setenv("W2SD_HOME", str(tiny_disk))
+    try:
+        c = card(fake.url("/big"), sha=sha256(big), size=None)  # no size: the up-front check cannot know
+        with pytest.raises(DownloadError, match="is full"):
+            locate(c.models["lora"])
+        kept = part_path(sha256(big)).stat().st_size
+        assert kept > 500_000 and find_blob(sha256(big)) is None
+        subprocess.run(["mount", "-o", "remount,size=8m", str(tiny_disk)], check=True)
+        fake.log.clear()
+        assert locate(c.models["lora"]).read_bytes() == big
+        assert fake.log[0].headers["range"] == f"bytes={kept}-"
+    finally:
+        fake.stop()

@@ -126,7 +126,6 @@ def test_missing_repo_is_a_clear_download_error(hub: FakeServer, isolated_home: 
     assert "hf_s3cret" not in out["message"]
 
 
-@pytest.mark.slow
 def test_a_tiny_pipeline_pulled_from_the_fake_hub_loads_and_generates_offline(
         hub: FakeServer, isolated_home: Path, tmp_path: Path) -> None:
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
@@ -143,3 +142,18 @@ def test_a_tiny_pipeline_pulled_from_the_fake_hub_loads_and_generates_offline(
     hub.stop()
     out = run("generate", isolated_home, hub, card=card, offline=True)
     assert out.get("image") == [1, 8, 8, 3], out
+
+
+def test_two_processes_pulling_the_same_repo_both_succeed(hub: FakeServer, isolated_home: Path) -> None:
+    hub.fault(f"/lfs/{sha256(WEIGHTS)}", Fault(drip_s=0.001, times=2))
+    env = os.environ | {
+        "HF_ENDPOINT": hub.url(""), "HF_HUB_OFFLINE": "0", "HF_HOME": str(isolated_home / "hf"),
+        "W2SD_HOME": str(isolated_home), "W2SD_MIN_FREE_MB": "1", "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    request = json.dumps({"op": "pull", "card": CARD, "key": "base"})
+    children = [subprocess.Popen([sys.executable, str(CLIENT), request], env=env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outs = [json.loads(c.communicate(timeout=120)[0].strip().splitlines()[-1]) for c in children]
+    assert all("error" not in o for o in outs), outs
+    assert (snapshot(isolated_home, hub) / "unet/diffusion_pytorch_model.safetensors").read_bytes() == WEIGHTS
+    assert len(hub.requests(f"/lfs/{sha256(WEIGHTS)}")) == 1  # the second waited on huggingface_hub's lock

@@ -25,6 +25,7 @@ def pull(pairs: Annotated[list[str], typer.Argument(help="Pair names or aliases.
     """Download and verify every model of the pairs (resumable; checks free space first)."""
     from w2sd_cli import store
     from w2sd_cli.cli.output import err_console, print_json
+    from w2sd_cli.errors import Interrupted
     from w2sd_cli.pairs import get_registry
 
     registry = get_registry()
@@ -37,9 +38,13 @@ def pull(pairs: Annotated[list[str], typer.Argument(help="Pair names or aliases.
             _print_plan(plan)
         return
     done: dict[str, list[str]] = {}
-    with DownloadProgress(quiet=json_output) as bar:
-        for card in cards:
-            done[card.name] = [str(p) for p in store.pull(card, progress=bar.observe, offline=offline)]
+    try:
+        with DownloadProgress(quiet=json_output) as bar:
+            for card in cards:
+                done[card.name] = [str(p) for p in store.pull(card, progress=bar.observe, offline=offline)]
+    except KeyboardInterrupt:
+        raise Interrupted(f"Interrupted. Finished files are kept, and a partial download resumes where it stopped "
+                          f"when you run `w2sd pull {' '.join(pairs)}` again.") from None
     if json_output:
         print_json({"pulled": done})
         return

@@ -85,11 +85,20 @@ def _fetch(ref: ModelRef, *, offline: bool, progress: Progress | None, pair: str
         found = _hub(ref, recorded, offline, progress, pair, planned)
     if ref.sha256 and found.path.is_file():
         found.expected.setdefault(found.path.name, ref.sha256)
-    _verify(found, recorded, pair, own=not ref.path)
+    _verify(found, recorded, pair, own=not ref.path, progress=progress)
     if pair and key and recorded is None and not (ref.repo_id and found.commit is None):
         pairlock.record(pair, key, ref, found.commit, {
-            rel: {"sha256": hash_verified(p), "size": p.stat().st_size} for rel, p in found.files.items()})
+            rel: {"sha256": hash_verified(p, _hashing(progress, rel, p)), "size": p.stat().st_size}
+            for rel, p in found.files.items()})
     return found
+
+
+def _hashing(progress: Progress | None, name: str, path: Path) -> Callable[[int], None] | None:
+    """Report hashing of a big file as a ``verifying`` phase."""
+    if progress is None:
+        return None
+    size = path.stat().st_size
+    return lambda done: progress({"file": name, "bytes_done": done, "bytes_total": size, "status": "verifying"})
 
 
 def _local(ref: ModelRef) -> Located:
@@ -155,7 +164,8 @@ def _hub(ref: ModelRef, recorded: dict[str, Any] | None, offline: bool, progress
                    {r.path: r.sha256 for r in remotes if r.sha256})
 
 
-def _verify(found: Located, recorded: dict[str, Any] | None, pair: str | None, own: bool) -> None:
+def _verify(found: Located, recorded: dict[str, Any] | None, pair: str | None, own: bool,
+            progress: Progress | None = None) -> None:
     """Check pinned and recorded hashes; a bad downloaded file is quarantined, a user's own file is not touched."""
     expected = dict(found.expected)
     for rel, info in (recorded or {}).get("files", {}).items():
@@ -167,7 +177,7 @@ def _verify(found: Located, recorded: dict[str, Any] | None, pair: str | None, o
         path = found.files.get(rel)
         if path is None:
             continue
-        got = hash_verified(path)
+        got = hash_verified(path, _hashing(progress, rel, path))
         if got != sha:
             raise ModelError(_mismatch(path, sha, got, pair, own))
 
