@@ -254,3 +254,16 @@ def test_paper_settings_of_the_lora_cards() -> None:
 
     assert knobs("hd-lora") == [(0.8, 1.0), (-1.5, 1.0), (0.8, 5.5)]
     assert knobs("hd-lora-demo") == [(1.5, 5.5), (-1.5, 1.0), (0.8, 5.5)]
+
+
+def test_single_file_checkpoint_uses_the_local_base_config(models: dict[str, Path], tmp_path: Path) -> None:
+    """A file that is no SD checkpoint fails with one clear error, read offline with the base folder's configs."""
+    from safetensors.torch import save_file
+
+    junk = tmp_path / "junk.safetensors"
+    save_file({"not.a.unet": torch.zeros(2)}, str(junk))
+    data = card_dict("single", {"ckpt": {"path": str(junk), "format": "single-file"},
+                                "base": {"path": str(models["sd"])}},
+                     strong={"model": "ckpt"}, weak={"model": "base"}, options={"config_from": {"ckpt": "base"}})
+    with pytest.raises(ModelError, match=r"junk\.safetensors: cannot load it as a SD checkpoint with the configs of"):
+        run(data, tmp_path / "out")

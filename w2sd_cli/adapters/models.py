@@ -145,6 +145,7 @@ def load_folder(folder: Path, dtype: torch.dtype) -> Components:
 def load_single_file(path: Path, config_folder: Path, dtype: torch.dtype) -> Components:
     """Load a single-file checkpoint (civitai ``.safetensors``) with configs from a local base-model folder."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     family = detect_family(config_folder)
     cls: Any = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
@@ -152,7 +153,7 @@ def load_single_file(path: Path, config_folder: Path, dtype: torch.dtype) -> Com
     try:
         pipe = cls.from_single_file(str(path), config=str(config_folder), local_files_only=True, torch_dtype=dtype,
                                     **extra)
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
+    except (OSError, ValueError, RuntimeError, KeyError, SingleFileComponentError) as err:
         raise ModelError(f"{path.name}: cannot load it as a {family.upper()} checkpoint with the configs of "
                          f"{config_folder} ({_first_line(err)}).") from None
     encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if family == "sdxl" else [])

@@ -65,14 +65,12 @@ class ImageSession:
         _quiet_libraries()
         device = pick_device(request.device)
         dtype = pick_dtype(device, request.dtype)
-        _notify(observer, "load")
         paths, info = _locate_all(card, request, sides, options)
         models = _load_models(card, sides, options, paths, dtype)
         shared = share_identical(_unique(list(models.values())))
         _load_loras(sides, models, paths)
         controlnets = {s.control: load_controlnet(paths[s.control], dtype) for s in sides.values() if s.control}
-        for module in _unique([*(m for c in models.values() for m in c.modules()), *controlnets.values()]):
-            module.to(device)
+        _place(models, controlnets, device, offload=bool(request.extra.get("offload")))
         lora = LoraScales.scan(_unique([c.unet for c in models.values()]))
         strong = models[sides["strong"].model]
         width = request.width or strong.native_size
@@ -277,6 +275,18 @@ def _prompt_encoders(models: dict[str, Components], device: torch.device, dtype:
     return encoders
 
 
+def _place(models: dict[str, Components], controlnets: dict[str, Any], device: torch.device, offload: bool) -> None:
+    """Move everything to ``device``; with ``offload`` (CUDA only) each model visits the GPU only while it runs."""
+    if offload and device.type == "cuda":
+        for model in _unique(list(models.values())):
+            model.container().enable_model_cpu_offload(device=device)
+        modules = list(controlnets.values())
+    else:
+        modules = [*(m for c in models.values() for m in c.modules()), *controlnets.values()]
+    for module in _unique(modules):
+        module.to(device)
+
+
 def _quiet_libraries() -> None:
     """diffusers and transformers print progress bars and advice; w2sd reports progress itself."""
     import diffusers
@@ -290,8 +300,3 @@ def _quiet_libraries() -> None:
 
 def _unique(items: list[Any]) -> list[Any]:
     return list({id(i): i for i in items}.values())
-
-
-def _notify(observer: Callback | None, phase: str) -> None:
-    if observer is not None:
-        observer({"phase": phase, "label": "load", "i": 0, "steps": 1})
