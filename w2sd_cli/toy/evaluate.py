@@ -1,0 +1,111 @@
+"""Checker accuracy of a shapes pair per sampling method, shared by the model card, the benchmark and the floor test.
+
+Items are (prompt, seed) pairs. Seeds of one prompt are sampled as one batch (the text conditioning is
+computed once); each image still starts from its own seed's noise, as ``w2sd gen --seed`` would.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from w2sd_cli.toy.world import COUNT_WORDS, POSITION_PHRASES, compositions
+
+
+@dataclass(frozen=True)
+class Item:
+    """One evaluation image: a caption and the seed of its noise."""
+
+    prompt: str
+    seed: int
+
+
+@dataclass
+class MethodResult:
+    """One method's per-item checker verdicts, what it saw, and its cost."""
+
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    nfe: int = 0
+
+
+def held_out_items(per_prompt: int, first_seed: int = 1000) -> list[Item]:
+    """Every held-out composition at every count, ``per_prompt`` seeds each (full captions)."""
+    items = []
+    for colour, shape, position in compositions("test"):
+        for count, word in COUNT_WORDS.items():
+            noun = shape + ("s" if count > 1 else "")
+            prompt = f"{word} {colour} {noun} {POSITION_PHRASES[position]}"
+            items += [Item(prompt, first_seed + i) for i in range(per_prompt)]
+    return items
+
+
+def position_free_items(per_prompt: int, first_seed: int = 2000) -> list[Item]:
+    """Captions that leave the position free (one count per colour and shape), ``per_prompt`` seeds each."""
+    rng = random.Random(7)
+    pairs = sorted({(c, s) for c, s, _ in compositions("train")})
+    items = []
+    for colour, shape in pairs:
+        count = rng.choice(list(COUNT_WORDS))
+        noun = shape + ("s" if count > 1 else "")
+        items += [Item(f"{COUNT_WORDS[count]} {colour} {noun}", first_seed + i) for i in range(per_prompt)]
+    return items
+
+
+def toy_card(strong: Path, weak: Path, cfg: float = 3.0, steps: int = 25) -> Any:
+    """A toy-unet card over two model folders (to evaluate weights that are not shipped yet)."""
+    from w2sd_cli.cards import parse_card
+
+    return parse_card({
+        "schema": 1, "name": "shapes-eval", "kind": "toy-unet", "description": "evaluation",
+        "models": {"strong": {"path": str(strong), "format": "toy"}, "weak": {"path": str(weak), "format": "toy"}},
+        "strong": {"model": "strong", "cfg": cfg}, "weak": {"model": "weak", "cfg": cfg},
+        "final": {"model": "strong", "cfg": cfg}, "defaults": {"steps": steps},
+    })
+
+
+def evaluate(card: Any, items: Sequence[Item], methods: Sequence[str], *, steps: int | None = None,
+             lam: int | None = None) -> dict[str, MethodResult]:
+    """Sample every item with every method and score it with the checker."""
+    import torch
+
+    from w2sd_cli.kinds.base import GenRequest
+    from w2sd_cli.kinds.shapes import ToyUNetKind, to_pixels
+    from w2sd_cli.methods import run_method
+    from w2sd_cli.toy.checker import verdict
+
+    kind = ToyUNetKind()
+    request = GenRequest(steps=steps, lam=lam).resolved(card)
+    results = {m: MethodResult() for m in methods}
+    by_prompt: dict[str, list[int]] = {}
+    for item in items:
+        by_prompt.setdefault(item.prompt, []).append(item.seed)
+    for prompt, seeds in by_prompt.items():
+        pair = kind.prepare(card, request, prompt, batch=len(seeds))
+        x = torch.cat([pair.noise(s) for s in seeds])
+        for method in methods:
+            started = time.perf_counter()
+            sample = run_method(pair, method, x, lam=request.lam)
+            results[method].seconds += time.perf_counter() - started
+            results[method].nfe = sample.nfe
+            for row in range(len(seeds)):
+                v = verdict(to_pixels(sample.x[row: row + 1]), prompt)
+                results[method].verdicts.append({"prompt": prompt, "seed": seeds[row], **v})
+    return results
+
+
+def accuracy(result: MethodResult, attribute: str) -> float:
+    """Share of items whose ``attribute`` (or ``all``) is correct, over items that name it."""
+    values = [_correct(v, attribute) for v in result.verdicts]
+    known = [x for x in values if x is not None]
+    return sum(known) / len(known) if known else float("nan")
+
+
+def _correct(v: dict[str, Any], attribute: str) -> bool | None:
+    if attribute == "all":
+        return bool(v["all"])
+    return v["checks"].get(attribute)
