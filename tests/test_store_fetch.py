@@ -332,3 +332,10 @@ def test_a_really_full_disk_keeps_the_part_and_resumes_once_there_is_room(
         assert fake.log[0].headers["range"] == f"bytes={kept}-"
     finally:
         fake.stop()
+
+
+def test_locate_also_checks_free_space_before_downloading(server: FakeServer) -> None:
+    huge = card(server.url(PATH), size=10**16)
+    with pytest.raises(DownloadError, match=r"needs 10000\.0 TB more"):
+        locate(huge.models["lora"])
+    assert server.log == []

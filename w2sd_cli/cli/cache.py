@@ -185,7 +185,8 @@ def _print_plan(plan: Any) -> None:
     rows = [[m.key, f.name, human(f.size) if f.size is not None else "?",
              "here" if f.present else (f"partial {human(f.partial)}" if f.partial else "to download")]
             for m in plan.models for f in m.files]
-    err_console.print(table(f"{plan.pair}: {human(plan.missing_bytes)} to download", ["model", "file", "size",
-                                                                                      "status"], rows))
+    unknown = any(f.size is None and not f.present for m in plan.models for f in m.files)
+    title = f"{plan.pair}: {human(plan.missing_bytes)}{' + files of unknown size' if unknown else ''} to download"
+    err_console.print(table(title, ["model", "file", "size", "status"], rows))
     for folder, need, free in plan.space():
         err_console.print(f"{folder}: needs {human(need)}, {human(free)} free")

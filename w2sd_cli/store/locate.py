@@ -12,7 +12,7 @@ from w2sd_cli.errors import ModelError, OfflineError
 from w2sd_cli.store import hub, pairlock
 from w2sd_cli.store.fetch import fetch_url, redact
 from w2sd_cli.store.layout import find_blob, hash_verified, part_path, quarantine
-from w2sd_cli.store.plan import PlannedModel, files_under, human, plan_pull
+from w2sd_cli.store.plan import PlannedModel, check_free, files_under, human, plan_pull
 from w2sd_cli.store.safety import WEIGHT_SUFFIXES, check_weights_file
 
 Progress = Callable[[dict[str, Any]], None]
@@ -134,6 +134,9 @@ def _url(ref: ModelRef, offline: bool, progress: Progress | None, pair: str | No
     if blob is None:
         if offline:
             raise _missing(redact(ref.url), pair)
+        part = part_path(ref.sha256)
+        check_free(part.parent, (ref.size or 0) - (part.stat().st_size if part.exists() else 0),
+                   f"Downloading {redact(ref.url)}")
         blob = fetch_url(ref.url, ref.sha256, size=ref.size, progress=progress)
     return Located(blob, None, {blob.name: blob}, {blob.name: ref.sha256})
 
@@ -159,6 +162,8 @@ def _hub(ref: ModelRef, recorded: dict[str, Any] | None, offline: bool, progress
         commit, remotes = planned.commit, list(planned.remotes)
     else:
         commit, remotes = hub.resolve(ref, commit)
+    need = sum(r.size or 0 for r in remotes if hub.cached_file(ref.repo_id, r.path, commit) is None)
+    check_free(hub.cache_dir(), need, f"Downloading {hub.describe(ref)}")
     root = hub.download(ref, commit, remotes, progress)
     return Located(hub.result_path(ref, root), commit, {r.path: root / r.path for r in remotes},
                    {r.path: r.sha256 for r in remotes if r.sha256})

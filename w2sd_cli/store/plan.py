@@ -82,15 +82,23 @@ class PullPlan:
 
     def check_space(self) -> None:
         """Refuse, with the figures, when a filesystem has less free space than the pull needs."""
-        reserve = int(float(os.environ.get("W2SD_MIN_FREE_MB", "256")) * 2**20)
-        for folder, need, free in self.space():
-            if need + reserve > free:
-                raise DownloadError(
-                    f"Pulling {self.pair} needs {human(need)} more on the disk holding {folder}, but only "
-                    f"{human(free)} is free (w2sd keeps {human(reserve)} spare; W2SD_MIN_FREE_MB). Free some space "
-                    "(`w2sd cache prune --dry-run`), or point HF_HOME / W2SD_HOME at a bigger disk. Nothing was "
-                    "downloaded."
-                )
+        for folder, need, _ in self.space():
+            check_free(folder, need, f"Pulling {self.pair}")
+
+
+def check_free(folder: Path, need: int, what: str) -> None:
+    """Refuse, with the figures, when the disk holding ``folder`` cannot take ``need`` more bytes."""
+    if need <= 0:
+        return
+    folder = _existing(folder)
+    free = shutil.disk_usage(folder).free
+    reserve = int(float(os.environ.get("W2SD_MIN_FREE_MB", "256")) * 2**20)
+    if need + reserve > free:
+        raise DownloadError(
+            f"{what} needs {human(need)} more on the disk holding {folder}, but only {human(free)} is free (w2sd "
+            f"keeps {human(reserve)} spare; W2SD_MIN_FREE_MB). Free some space (`w2sd cache prune --dry-run`), "
+            "or point HF_HOME / W2SD_HOME at a bigger disk. Nothing was downloaded."
+        )
 
 
 def plan_pull(card: PairCard, keys: list[str] | None = None, *, offline: bool = False) -> PullPlan:
