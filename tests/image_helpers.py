@@ -101,22 +101,32 @@ def save_sdxl(folder: Path, seed: int = 0, share_text_from: int = 0) -> Path:
     return folder
 
 
-def save_lora(folder: Path, unet: Any, seed: int = 1, rank: int = 4, alpha: float = 8.0) -> Path:
-    """A random (non-zero) peft LoRA for ``unet``'s attention projections, saved in diffusers format."""
+def save_lora(folder: Path, unet: Any, seed: int = 1, rank: int = 4, alpha: float = 8.0,
+              text_encoder: Any = None) -> Path:
+    """A random (non-zero) peft LoRA for ``unet``'s attention projections (and optionally a text encoder's),
+    saved in diffusers format."""
     from diffusers import StableDiffusionPipeline
-    from peft import LoraConfig
+    from peft import LoraConfig, inject_adapter_in_model
     from peft.utils import get_peft_model_state_dict
 
     torch.manual_seed(seed)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian",
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]), adapter_name="tmp")
-    with torch.no_grad():
-        for name, p in unet.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    state = get_peft_model_state_dict(unet, adapter_name="tmp")
-    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True)
-    unet.delete_adapters("tmp")
+    parts = {"unet_lora_layers": (unet, ["to_q", "to_k", "to_v", "to_out.0"])}
+    if text_encoder is not None:
+        parts["text_encoder_lora_layers"] = (text_encoder, ["q_proj", "k_proj", "v_proj", "out_proj"])
+    layers = {}
+    for key, (model, targets) in parts.items():
+        config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets)
+        if key == "unet_lora_layers":
+            model.add_adapter(config, adapter_name="tmp")
+        else:  # transformers' add_adapter wants a newer peft; inject directly
+            inject_adapter_in_model(config, model, adapter_name="tmp")
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.5)
+        layers[key] = get_peft_model_state_dict(model, adapter_name="tmp")
+    StableDiffusionPipeline.save_lora_weights(folder, safe_serialization=True, **layers)
+    parts["unet_lora_layers"][0].delete_adapters("tmp")
     return folder / "pytorch_lora_weights.safetensors"
 
 

@@ -267,3 +267,32 @@ def test_single_file_checkpoint_uses_the_local_base_config(models: dict[str, Pat
                      strong={"model": "ckpt"}, weak={"model": "base"}, options={"config_from": {"ckpt": "base"}})
     with pytest.raises(ModelError, match=r"junk\.safetensors: cannot load it as a SD checkpoint with the configs of"):
         run(data, tmp_path / "out")
+
+
+def test_text_encoder_lora_scales_change_the_embeddings_once_per_scale(models: dict[str, Path],
+                                                                       tmp_path: Path) -> None:
+    from tests.image_helpers import text_encoder
+
+    lora = save_lora(tmp_path / "te-lora", sd_unet(0), text_encoder=text_encoder(0))
+    data = card_dict("te-lora", {"base": {"path": str(models["sd"])}, "detail": {"path": str(lora), "format": "lora"}},
+                     strong={"lora": "detail", "lora_scale": 0.8}, weak={"lora_scale": -1.5})
+    result = run(data, tmp_path / "out", prompt="a fox", compare=True)
+    # ("a fox", 0.8), ("", 0.8), ("a fox", -1.5), ("", -1.5): each computed once for all sides and methods
+    assert result.summary["embeddings"] == 4
+
+    from w2sd_cli.adapters.lora import LoraScales
+    from w2sd_cli.adapters.models import load_folder
+    from w2sd_cli.adapters.text import PromptEncoder
+    from w2sd_cli.kinds.image_session import _load_loras
+    from w2sd_cli.kinds.image_sides import resolve_sides
+
+    card = parse_card(data)
+    model = load_folder(models["sd"], torch.float32)
+    plain = PromptEncoder("sd", model.tokenizers, model.text_encoders, torch.device("cpu"), torch.float32)
+    base = plain.encode("a fox").hidden_states
+    _load_loras(resolve_sides(card), {"base": model}, {"detail": lora})
+    scales = LoraScales.scan(model.text_encoders)
+    assert scales.adapters == {"w2sd_detail"}
+    enc = PromptEncoder("sd", model.tokenizers, model.text_encoders, torch.device("cpu"), torch.float32, lora=scales)
+    assert torch.equal(enc.encode("a fox", {"w2sd_detail": 0.0}).hidden_states, base)
+    assert not torch.allclose(enc.encode("a fox", {"w2sd_detail": 0.8}).hidden_states, base)
