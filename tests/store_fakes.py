@@ -188,8 +188,8 @@ class _Handler(BaseHTTPRequestHandler):
         rng = self.headers.get("Range")
         if rng and not (fault and fault.ignore_range):
             start = int(re.match(r"bytes=(\d+)-", rng)[1])  # type: ignore[index]
-        if start > len(data):
-            return self._send(416, b"", "text/plain", head=head)
+        if start >= len(data) and start:
+            return self._send(416, b"", "text/plain", {"Content-Range": f"bytes */{len(data)}"}, head=head)
         body = data[start:]
         headers = dict(extra or {})
         headers["Accept-Ranges"] = "bytes"

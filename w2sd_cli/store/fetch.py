@@ -116,12 +116,17 @@ def _stream_once(url: str, part: Path, offset: int, size: int | None, progress: 
     response, conn = _open(url, offset)
     try:
         if response.status == 416 and offset:
+            if _range_total(response) == offset:
+                return  # the .part was already complete
             part.unlink()
             raise _Cut(progressed=True)
         if response.status not in (200, 206):
             raise _http_error(url, response)
         if response.status == 200 and offset:
             offset = 0
+        if response.status == 206 and _range_start(response) != offset:
+            part.unlink()  # a range we did not ask for: start again rather than splice
+            raise _Cut(progressed=True)
         length = response.getheader("Content-Length")
         total = offset + int(length) if length and length.isdigit() else size
         first = _read(response, url, part, offset)
@@ -162,6 +167,18 @@ def _write_body(response: http.client.HTTPResponse, first: bytes, part: Path, of
                     "again: it resumes from there."
                 ) from None
             raise
+
+
+def _range_start(response: http.client.HTTPResponse) -> int | None:
+    """The first byte of a 206 body, from ``Content-Range: bytes START-END/TOTAL``."""
+    value = (response.getheader("Content-Range") or "").removeprefix("bytes ").split("-")[0]
+    return int(value) if value.isdigit() else None
+
+
+def _range_total(response: http.client.HTTPResponse) -> int | None:
+    """The full size a 416 reports in ``Content-Range: bytes */TOTAL``."""
+    value = (response.getheader("Content-Range") or "").rpartition("/")[2]
+    return int(value) if value.isdigit() else None
 
 
 def write_chunk(fh: Any, chunk: bytes) -> None:

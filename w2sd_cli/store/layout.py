@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -123,7 +124,13 @@ def quarantine(path: Path, label: str) -> Path:
     target_dir = quarantine_dir()
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{label}-{path.name}"
-    os.replace(path, target)
+    try:
+        os.replace(path, target)
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+        target = path.with_name(f"{path.name}.w2sd-quarantined")  # another disk (the HF cache): never copy GBs
+        os.replace(path, target)
     return target
 
 
