@@ -21,6 +21,12 @@ KINDS = {
 }
 METRICS = {
     "shapes-checker": "w2sd_cli.toy.checker:ShapesChecker",
+    "image-stats": "w2sd_cli.bench.metrics.stats:ImageStats",
+    "mixture-stats": "w2sd_cli.bench.metrics.stats:MixtureStats",
+    "pickscore": "w2sd_cli.bench.metrics.reward:PickScore",
+    "hpsv2": "w2sd_cli.bench.metrics.reward:HPSv2",
+    "aesthetic": "w2sd_cli.bench.metrics.reward:Aesthetic",
+    "imagereward": "w2sd_cli.bench.metrics.reward:ImageReward",
 }
 
 

@@ -134,3 +134,13 @@ class PairKind:
     def generate(self, card: PairCard, request: GenRequest, observer: Callback | None = None) -> GenResult:
         """Run the request and write its outputs under ``request.out``."""
         raise NotImplementedError
+
+    def renderer(self, card: PairCard, request: GenRequest) -> Any:
+        """The pair loaded once for `w2sd bench`: a ``w2sd_cli.bench.render.Renderer``, whose
+        ``render(prompt, seed, method, observer)`` makes one image (or sample set) at a time.
+
+        The default adapts w2sd's built-in kinds; a plugin kind overrides it to be benchmarked.
+        """
+        from w2sd_cli.bench.renderers import builtin_renderer
+
+        return builtin_renderer(self, card, request)

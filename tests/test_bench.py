@@ -1,0 +1,141 @@
+"""`w2sd bench` / `eval` / `report` / `pairs check` on the analytic pairs: grid ids, shards, resume, numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.bench_helpers import invoke, invoke_json, manifest
+from w2sd_cli.bench.analysis import paired
+from w2sd_cli.bench.grid import Prompt, expand, parse_seeds, work_id
+from w2sd_cli.bench.manifest import PartWriter, merge, part_path, read_lines
+from w2sd_cli.bench.runner import BenchRequest, bench, read_plan
+from w2sd_cli.bench.shard import Shard, detect_shard, parse_shard
+from w2sd_cli.errors import InputError
+
+FAST = ("--samples", "400", "--steps", "12")
+
+
+def test_work_ids_hash_what_makes_an_item_not_its_position() -> None:
+    prompts = [Prompt(0, "a fox"), Prompt(1, "a cat")]
+    items = expand(prompts, [0, 1], ["strong", "w2sd"], "card1", "set1")
+    again = expand(list(reversed(prompts)), [1, 0], ["w2sd", "strong"], "card1", "set1")
+    assert {i.id for i in items} == {i.id for i in again} and len(items) == 8
+    base = work_id("a fox", 0, "w2sd", "card1", "set1")
+    changed = [work_id("a fox!", 0, "w2sd", "card1", "set1"), work_id("a fox", 1, "w2sd", "card1", "set1"),
+               work_id("a fox", 0, "strong", "card1", "set1"), work_id("a fox", 0, "w2sd", "card2", "set1"),
+               work_id("a fox", 0, "w2sd", "card1", "set2")]
+    assert base not in changed and len(set(changed)) == 5
+    by_index = expand(prompts, parse_seeds("index"), ["w2sd"], "c", "s")
+    assert [(i.prompt.index, i.seed) for i in by_index] == [(0, 0), (1, 1)]
+
+
+def test_seed_specs() -> None:
+    assert parse_seeds("0-2,7,1") == [0, 1, 2, 7]
+    for bad in ("", "3-1", "a"):
+        with pytest.raises(InputError):
+            parse_seeds(bad)
+
+
+def test_shards_from_flags_torchrun_and_slurm_split_ids_exactly() -> None:
+    assert detect_shard({}) == Shard()
+    torchrun = detect_shard({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    assert (torchrun.rank, torchrun.world, torchrun.local_rank) == (3, 4, 1)
+    array = detect_shard({"SLURM_ARRAY_TASK_ID": "12", "SLURM_ARRAY_TASK_MIN": "10", "SLURM_ARRAY_TASK_COUNT": "3",
+                          "SLURM_NTASKS": "2", "SLURM_PROCID": "1"})
+    assert (array.rank, array.world) == (5, 6)
+    assert detect_shard({"RANK": "0", "WORLD_SIZE": "8"}, explicit="1/2") == parse_shard("1/2")
+    with pytest.raises(InputError):
+        parse_shard("2/2")
+    ids = [f"{n:04x}" for n in range(103)]
+    shares = [Shard(r, 4).take(list(reversed(ids))) for r in range(4)]
+    assert sorted(i for share in shares for i in share) == sorted(ids)
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_a_torn_manifest_line_is_ignored_and_cut_before_the_next_append(tmp_path: Path) -> None:
+    path = part_path(tmp_path, 0)
+    path.write_text('{"id": "a", "file": "x"}\n{"id": "b", "fi', encoding="utf-8")
+    assert [ln["id"] for ln in read_lines(path)] == ["a"]
+    with PartWriter(path) as writer:
+        writer.append({"id": "c", "file": "y"})
+    assert [ln["id"] for ln in read_lines(path)] == ["a", "c"]
+    assert path.read_text().endswith("\n") and path.read_text().count("\n") == 2
+
+
+def test_bench_eval_report_end_to_end_on_an_analytic_pair(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    facts = invoke_json("bench", "gmm-1d", "--seeds", "0-3", *FAST, "--out", run)
+    assert facts["rendered"] == 16 and facts["complete"] and facts["world"] == 1
+    files = sorted((run / "items").glob("*.npy"))
+    assert len(files) == 16
+    again = invoke_json("bench", "gmm-1d", "--seeds", "0-3", *FAST, "--out", run)
+    assert (again["rendered"], again["skipped"]) == (0, 16)
+    scored = invoke_json("eval", run)
+    assert scored["scored"] == {"mixture-stats": 16}
+    assert invoke_json("eval", run)["scored"] == {"mixture-stats": 0}
+    report = invoke_json("report", run)
+    kl = {r["method"]: r for r in report["rows"] if r["metric"] == "mixture-stats.kl_to_ideal"}
+    assert kl["w2sd"]["mean"] < kl["strong"]["mean"] < kl["weak"]["mean"]
+    vs = kl["w2sd"]["vs_strong"]
+    assert vs["low"] <= vs["diff"] <= vs["high"] < 0 and vs["win_rate"] == 1.0 and vs["units"] == 4
+    share = {r["method"]: r["mean"] for r in report["rows"] if r["metric"] == "mixture-stats.underweighted_share"}
+    assert share["strong"] == pytest.approx(0.30, abs=0.05) and share["w2sd"] > 0.4
+    assert report["cost"]["w2sd"]["nfe"] == 12 + 2 * 11 and report["cost"]["strong"]["nfe"] == 12
+    html = Path(report["files"]["html"]).read_text()
+    assert html.count("data:image/png;base64,") >= 2 + 3 and "<script" not in html
+    table = invoke("report", run).output
+    assert "paired by seed" in table and "w2sd" in table and "Δ vs" in table
+
+
+def test_a_run_folder_refuses_another_plan(tmp_path: Path) -> None:
+    invoke("bench", "gmm-1d", "--seeds", "0", *FAST, "--out", tmp_path)
+    with pytest.raises(InputError, match="differs in settings_digest"):
+        bench(BenchRequest(pair="gmm-1d", out=tmp_path, seeds="0", samples=400, steps=13))
+    with pytest.raises(InputError, match="ignores prompts"):
+        bench(BenchRequest(pair="gmm-1d", out=tmp_path / "b", prompts="drawbench"))
+    with pytest.raises(InputError, match="unknown nope"):
+        bench(BenchRequest(pair="gmm-1d", out=tmp_path / "c", methods=("w2sd", "nope")))
+
+
+def test_two_shards_merge_into_the_unsharded_manifest(tmp_path: Path) -> None:
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    invoke("bench", "gmm-2d", "--seeds", "0-2", *FAST, "--out", whole)
+    first = invoke_json("bench", "gmm-2d", "--seeds", "0-2", *FAST, "--out", split, "--shard", "0/2")
+    assert not first["complete"] and first["rendered"] == 6
+    last = invoke_json("bench", "gmm-2d", "--seeds", "0-2", *FAST, "--out", split, "--shard", "1/2")
+    assert last["complete"] and last["rendered"] == 6
+    assert manifest(split) == manifest(whole)
+    ranks = {ln["rank"] for ln in read_lines(split / "manifest.jsonl")}
+    assert ranks == {0, 1} and (split / "manifest.rank-1.jsonl").exists()
+    plan = read_plan(split)
+    assert merge(split, plan["ids"]).complete
+
+
+def test_paired_bootstrap_interval_and_win_rate() -> None:
+    comparison = paired([1.0, 2.0, 3.0, 5.0], [1.0, 1.0, 1.0, 1.0])
+    assert comparison.diff == pytest.approx(1.75)
+    assert comparison.low is not None and comparison.high is not None
+    assert 0 <= comparison.low < 1.75 < comparison.high <= 4
+    assert comparison.win_rate == pytest.approx(0.875)
+    assert paired([1.0, 2.0], [2.0, 3.0], sign=-1).win_rate == 1.0
+    assert paired([1.0], [0.0]).low is None
+
+
+def test_pairs_check_says_better_for_a_good_pair_and_worse_for_a_wrong_way_pair(tmp_path: Path) -> None:
+    good = invoke_json("pairs", "check", "gmm-1d", "--count", "2", "--seeds", "2", *FAST, "--out", tmp_path / "a")
+    assert good["verdict"] == "better" and good["units"] == 4 and good["diff"] < 0
+    bad = invoke("pairs", "check", "gmm-1d-wrong-way", "--count", "2", "--seeds", "2", *FAST,
+                 "--out", tmp_path / "b").output
+    assert "WORSE" in bad and "95% CI" in bad
+
+
+def test_report_json_is_written_beside_the_run(tmp_path: Path) -> None:
+    invoke("bench", "gmm-1d", "--seeds", "0-1", *FAST, "--out", tmp_path)
+    invoke("eval", tmp_path)
+    invoke("report", tmp_path, "--no-plots", "--no-html")
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert data["unit"] == "seed" and data["done"] == data["total"] == 8
+    assert not (tmp_path / "report" / "index.html").exists()

@@ -1,0 +1,76 @@
+"""The metric contract and lookup.
+
+A metric has ``name``, ``summary`` and ``score(outputs, prompts) -> list[dict[str, float]]`` (one dict per
+output; the key ``score`` is the metric's single value, other keys are sub-scores). Optional attributes:
+
+- ``inputs``: ``"image"`` (default; PIL images) or ``"samples"`` (``(N, dim)`` arrays; then ``score`` is
+  also given ``card=`` the pair card).
+- ``directions``: ``{key: +1 | -1 | 0}``, whether higher is better (default +1; 0 = neither).
+- ``primary``: the key that stands for the metric (default ``score``, else ``all``, else the first).
+- ``load(options: MetricLoad)``: load models once per process before scoring.
+- ``embed(outputs) -> (N, D) array`` of unit vectors, or ``score_and_embed(outputs, prompts)`` returning
+  both: used for the per-prompt diversity figure (mean pairwise cosine distance across seeds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from w2sd_cli.errors import InputError, suggest
+
+
+@dataclass(frozen=True)
+class MetricLoad:
+    """How a metric loads its models: device, dtype, offline, pickle opt-in."""
+
+    device: str = "auto"
+    dtype: str | None = None
+    offline: bool = False
+    allow_pickle: bool = False
+
+
+def metric_registry() -> dict[str, Any]:
+    """Every registered metric by name (the first plugin to claim a name keeps it)."""
+    from w2sd_cli.plugins import get_host
+
+    found: dict[str, Any] = {}
+    for _plugin, metric in get_host().collect("register_metrics"):
+        name = getattr(metric, "name", None)
+        if isinstance(name, str) and callable(getattr(metric, "score", None)) and name not in found:
+            found[name] = metric
+    return found
+
+
+def get_metric(name: str) -> Any:
+    """The metric called ``name``, or an ``InputError`` listing the installed ones."""
+    metrics = metric_registry()
+    if name not in metrics:
+        raise InputError(f"No metric called {name!r}.{suggest(name, metrics)} Installed metrics: "
+                         f"{', '.join(sorted(metrics)) or 'none'} (`w2sd eval --list` describes them).")
+    return metrics[name]
+
+
+def inputs_of(metric: Any) -> str:
+    return str(getattr(metric, "inputs", "image"))
+
+
+def direction(metric_meta: dict[str, Any], key: str) -> int:
+    """+1 when higher is better for ``key``, -1 when lower is, 0 when neither."""
+    return int((metric_meta.get("directions") or {}).get(key, 1))
+
+
+def primary_key(metric: Any, keys: list[str]) -> str:
+    """The key standing for the metric: its ``primary``, else ``score``, else ``all``, else the first."""
+    chosen = getattr(metric, "primary", None)
+    if isinstance(chosen, str):
+        return chosen
+    for key in ("score", "all"):
+        if key in keys:
+            return key
+    return keys[0] if keys else "score"
+
+
+def column(metric: str, key: str) -> str:
+    """The report column of one metric key: the metric's name for ``score``, else ``metric.key``."""
+    return metric if key == "score" else f"{metric}.{key}"

@@ -1,0 +1,308 @@
+"""Reward-model metrics loaded through metric cards: PickScore, HPSv2.1, the LAION aesthetic predictor, ImageReward.
+
+A metric card (``registry/metrics/NAME.yaml``, overridable in ``$W2SD_HOME/metrics``) names its models as
+``ModelRef``s, fetched and verified by the store like a pair's. Pickle checkpoints (HPSv2.1, the aesthetic
+MLP, ImageReward) load only with ``--allow-pickle``, and then with ``torch.load(weights_only=True)``.
+Models load once per process (``load`` is cached on the card and device).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import Field, ValidationError
+
+from w2sd_cli.cards import ModelRef, Strict, format_validation_error
+from w2sd_cli.errors import CardError, ModelError, OfflineError
+from w2sd_cli.paths import home, registry_dir
+
+from .base import MetricLoad
+from .openclip import open_clip_to_transformers
+
+
+class MetricCard(Strict):
+    """Where a metric's models come from, and how to read them."""
+
+    schema_version: Literal[1] = Field(alias="schema")
+    name: str
+    description: str
+    models: dict[str, ModelRef]
+    options: dict[str, Any] = Field(default_factory=dict)
+    source: str | None = None
+
+
+def metric_card(name: str) -> MetricCard:
+    """The user's card ``$W2SD_HOME/metrics/NAME.yaml`` if there is one, else the shipped one."""
+    for folder in (home() / "metrics", registry_dir() / "metrics"):
+        path = folder / f"{name}.yaml"
+        if path.is_file():
+            try:
+                card = MetricCard.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+            except ValidationError as err:
+                raise CardError(format_validation_error(err, str(path))) from None
+            except (OSError, yaml.YAMLError) as err:
+                raise CardError(f"{path}: cannot read this metric card ({err}).") from None
+            return _absolute(card, path.parent)
+    raise CardError(f"metric {name!r} has no card: put one at {home() / 'metrics' / (name + '.yaml')}.")
+
+
+def _absolute(card: MetricCard, base: Path) -> MetricCard:
+    models = {}
+    for key, ref in card.models.items():
+        if ref.path is not None and not Path(ref.path).expanduser().is_absolute():
+            ref = ref.model_copy(update={"path": str((base / ref.path).resolve())})
+        models[key] = ref
+    return card.model_copy(update={"models": models})
+
+
+def locate_model(card: MetricCard, key: str, options: MetricLoad) -> Path:
+    """One model of a metric card, downloaded and verified if needed."""
+    from w2sd_cli.store import locate
+
+    try:
+        return Path(locate(card.models[key], offline=options.offline, allow_pickle=options.allow_pickle))
+    except OfflineError:
+        raise OfflineError(f"Metric {card.name}: model {key!r} is not downloaded and w2sd is offline. Run "
+                           f"`w2sd eval` once online (or put the files where the card "
+                           f"{home() / 'metrics' / (card.name + '.yaml')} says).") from None
+
+
+def load_weights(path: Path, allow_pickle: bool) -> dict[str, Any]:
+    """A state dict from a safetensors file or (opted in) a pickle checkpoint; unwraps ``state_dict``."""
+    from w2sd_cli.store.safety import check_weights_file, load_pickle_checkpoint
+
+    if path.is_dir():
+        files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.pt")) + sorted(path.glob("*.pth"))
+        if not files:
+            raise ModelError(f"{path}: no weights file in this folder.")
+        path = files[0]
+    if check_weights_file(path, allow_pickle) == "safetensors":
+        from safetensors.torch import load_file
+
+        state: Any = load_file(str(path))
+    else:
+        state = load_pickle_checkpoint(path)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelError(f"{path}: not a state dict.")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _quiet() -> None:
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+
+
+class Clip:
+    """A CLIP model with its tokenizer and image processor: unit image and text embeddings."""
+
+    def __init__(self, model: Any, processor_dir: Path, device: Any) -> None:
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        _quiet()
+        self.model = model.to(device).eval()
+        self.device = device
+        self.tokenizer = AutoTokenizer.from_pretrained(processor_dir)
+        self.images = AutoImageProcessor.from_pretrained(processor_dir)
+
+    def image_embeds(self, images: Sequence[Any]) -> Any:
+        import torch
+
+        pixels = self.images(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+        with torch.inference_mode():
+            out = self.model.get_image_features(pixel_values=pixels.to(self.device, self.model.dtype))
+        out = getattr(out, "pooler_output", out)
+        return torch.nn.functional.normalize(out.float(), dim=-1)
+
+    def text_embeds(self, prompts: Sequence[str]) -> Any:
+        import torch
+
+        limit = int(self.model.config.text_config.max_position_embeddings)
+        tokens = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=limit,
+                                return_tensors="pt")
+        with torch.inference_mode():
+            out = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device),
+                                               attention_mask=tokens["attention_mask"].to(self.device))
+        out = getattr(out, "pooler_output", out)
+        return torch.nn.functional.normalize(out.float(), dim=-1)
+
+
+@functools.cache
+def _load_clip(kind: str, card_json: str, device: str, allow_pickle: bool, offline: bool) -> Clip:
+    """Load once per process: ``clip`` (a transformers CLIPModel folder) or ``open-clip`` (weights + config)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    card = MetricCard.model_validate_json(card_json)
+    options = MetricLoad(device=device, offline=offline, allow_pickle=allow_pickle)
+    processor = locate_model(card, "processor", options)
+    if kind == "clip":
+        model = CLIPModel.from_pretrained(locate_model(card, "model", options), use_safetensors=True)
+    else:
+        config = CLIPConfig.from_pretrained(processor)
+        model = CLIPModel(config)
+        state = open_clip_to_transformers(load_weights(locate_model(card, "weights", options), allow_pickle))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.endswith("position_ids")]
+        if missing or unexpected:
+            raise ModelError(f"metric {card.name}: the weights do not fit the CLIP config "
+                             f"(missing {missing[:3]}, unexpected {list(unexpected)[:3]}).")
+    return Clip(model, processor, _device(device))
+
+
+class _ClipMetric:
+    """Shared loading for the CLIP-based metrics."""
+
+    name = ""
+    loader = "clip"
+    directions: ClassVar[dict[str, int]] = {"score": 1}
+
+    def __init__(self) -> None:
+        self.options = MetricLoad()
+
+    def load(self, options: MetricLoad) -> None:
+        self.options = options
+        self.clip()
+
+    def card(self) -> MetricCard:
+        return metric_card(self.name)
+
+    def clip(self) -> Clip:
+        card = self.card()
+        return _load_clip(self.loader, card.model_dump_json(by_alias=True), self.options.device,
+                          self.options.allow_pickle, self.options.offline)
+
+    def score(self, images: Sequence[Any], prompts: Sequence[str]) -> list[dict[str, float]]:
+        return self.score_and_embed(images, prompts)[0]
+
+    def embed(self, images: Sequence[Any]) -> Any:
+        return self.clip().image_embeds(images).cpu().numpy()
+
+    def score_and_embed(self, images: Sequence[Any], prompts: Sequence[str]) -> tuple[list[dict[str, float]], Any]:
+        clip = self.clip()
+        image, text = clip.image_embeds(images), clip.text_embeds(prompts)
+        values = self.values(clip, image, text)
+        return [{"score": float(v)} for v in values.tolist()], image.cpu().numpy()
+
+    def values(self, clip: Clip, image: Any, text: Any) -> Any:
+        return (image * text).sum(-1)
+
+
+class PickScore(_ClipMetric):
+    """PickScore v1: CLIP-H fine-tuned on Pick-a-Pic preferences; logit-scaled image-text similarity."""
+
+    name = "pickscore"
+    summary = "PickScore v1 (yuvalkirstain/PickScore_v1): exp(logit_scale) · cos(image, prompt), about 18-23"
+
+    def values(self, clip: Clip, image: Any, text: Any) -> Any:
+        return clip.model.logit_scale.exp().float().cpu() * (image * text).sum(-1).cpu()
+
+
+class HPSv2(_ClipMetric):
+    """HPSv2.1: open_clip ViT-H-14 fine-tuned on human preferences; 100 · cos(image, prompt)."""
+
+    name = "hpsv2"
+    loader = "open-clip"
+    summary = "HPSv2.1 (xswu/HPSv2, open_clip ViT-H-14 weights, pickle: needs --allow-pickle): 100 · cos, about 25-35"
+
+    def values(self, clip: Clip, image: Any, text: Any) -> Any:
+        return 100 * (image * text).sum(-1).cpu()
+
+
+class Aesthetic(_ClipMetric):
+    """The LAION aesthetic predictor v2: a linear MLP over unit CLIP ViT-L/14 image embeddings (about 1-10)."""
+
+    name = "aesthetic"
+    summary = "LAION aesthetic predictor v2 (sac+logos+ava1 linear MLP on CLIP ViT-L/14; pickle: --allow-pickle)"
+
+    def values(self, clip: Clip, image: Any, text: Any) -> Any:
+        head = _load_head(self.card().model_dump_json(by_alias=True), self.options.allow_pickle, self.options.offline)
+        return head(image.cpu())
+
+    def score_and_embed(self, images: Sequence[Any], prompts: Sequence[str]) -> tuple[list[dict[str, float]], Any]:
+        clip = self.clip()
+        image = clip.image_embeds(images)
+        values = self.values(clip, image, None)
+        return [{"score": float(v)} for v in values.tolist()], image.cpu().numpy()
+
+
+@functools.cache
+def _load_head(card_json: str, allow_pickle: bool, offline: bool) -> Any:
+    """The aesthetic MLP as a callable: its Linear layers in index order (no activations in v2)."""
+    import torch
+
+    card = MetricCard.model_validate_json(card_json)
+    state = load_weights(locate_model(card, "head", MetricLoad(offline=offline, allow_pickle=allow_pickle)),
+                         allow_pickle)
+    indices = sorted({int(k.split(".")[1]) for k in state if k.startswith("layers.") and k.endswith(".weight")})
+    if not indices:
+        raise ModelError(f"metric {card.name}: the head weights have no `layers.N.weight` tensors.")
+    layers = [(state[f"layers.{i}.weight"].float(), state[f"layers.{i}.bias"].float()) for i in indices]
+    relu = card.options.get("activation") == "relu"
+
+    def head(x: Any) -> Any:
+        for n, (weight, bias) in enumerate(layers):
+            x = x @ weight.T + bias
+            if relu and n < len(layers) - 2:
+                x = torch.relu(x)
+        return x[:, 0]
+
+    return head
+
+
+class ImageReward:
+    """ImageReward v1.0 (BLIP-based), through the ``image-reward`` package with the card's located weights."""
+
+    name = "imagereward"
+    summary = "ImageReward v1.0 (THUDM/ImageReward; needs `pip install image-reward` and --allow-pickle)"
+    directions: ClassVar[dict[str, int]] = {"score": 1}
+
+    def __init__(self) -> None:
+        self.options = MetricLoad()
+        self._model: Any = None
+
+    def load(self, options: MetricLoad) -> None:
+        self.options = options
+        if self._model is not None:
+            return
+        try:
+            import ImageReward as reward
+        except ImportError:
+            raise ModelError("Metric imagereward needs the `image-reward` package: pip install image-reward "
+                             "(it loads a pickle checkpoint, so also pass --allow-pickle).") from None
+        if not options.allow_pickle:
+            raise ModelError("ImageReward's checkpoint is a pickle file, which can run code when loaded; pass "
+                             "--allow-pickle if you trust THUDM/ImageReward.")
+        card = metric_card(self.name)
+        weights = locate_model(card, "weights", options)
+        config = locate_model(card, "med_config", options)
+        self._model = reward.load(str(weights), device=str(_device(options.device)), med_config=str(config))
+
+    def score(self, images: Sequence[Any], prompts: Sequence[str]) -> list[dict[str, float]]:
+        self.load(self.options)
+        return [{"score": float(self._model.score(p, [im]))} for im, p in zip(images, prompts, strict=True)]
+
+
+def describe(metric: Any) -> dict[str, Any]:
+    """What a metric is, for `w2sd eval --list`."""
+    return {"name": metric.name, "summary": getattr(metric, "summary", ""),
+            "inputs": getattr(metric, "inputs", "image"), "directions": getattr(metric, "directions", {}),
+            "diversity": callable(getattr(metric, "embed", None))}
+
+
+def dump(card: MetricCard) -> str:
+    return json.dumps(card.model_dump(mode="json", by_alias=True), sort_keys=True)
