@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,9 +77,10 @@ class ToyUNetKind(PairKind):
             model = models[side]
             cond, uncond = (model.conditioning(p).expand(batch, -1, -1) for p in (prompt, ""))
             return CFGDenoiser(model.network, schedule, Conditioning(cond), Conditioning(uncond),
-                               DEFAULT_CFG if cfg is None else cfg)
+                               DEFAULT_CFG if cfg is None else cfg,
+                               prediction_type=config.get("prediction_type", "epsilon"))
 
-        final_cfg = final_side.cfg
+        final_cfg = request.cfg if request.cfg is not None else final_side.cfg
         weak_plain = denoiser("weak", final_cfg)
 
         def noise(seed: int) -> Tensor:
@@ -96,6 +98,7 @@ class ToyUNetKind(PairKind):
 
         request = request.resolved(card)
         options: ToyOptions = self.options(card)
+        factor = options.upscale if request.width is None else max(1, request.width // 32)
         prompt = (request.prompt or DEFAULT_PROMPT).strip()
         if not prompt:
             raise InputError("the prompt is empty: describe a scene, e.g. \"two red circles on the left\".")
@@ -121,17 +124,27 @@ class ToyUNetKind(PairKind):
                     record["checker"] = verdict(shown[method], prompt)
                 images.append(record)
             stem = f"{card.name}-{slug(prompt)}-seed{seed}"
-            files.append(save_png(upscale(shown["w2sd"], options.upscale), request.out / f"{stem}.png"))
+            files.append(save_png(upscale(shown["w2sd"], factor), request.out / f"{stem}.png"))
             if request.compare:
-                strip = panel([upscale(shown[m], options.upscale) for m in methods], [LABELS[m] for m in methods])
+                strip = panel([upscale(shown[m], factor) for m in methods], [LABELS[m] for m in methods])
                 files.append(save_png(strip, request.out / f"{stem}-compare.png"))
         summary = {"pair": card.name, "kind": self.name, "card_digest": card.digest(), "prompt": prompt,
-                   "seed": request.seed, "steps": request.steps, "lam": request.lam, "images": images,
-                   "files": [str(f) for f in files]}
+                   "seed": request.seed, "steps": request.steps, "lam": request.lam, "device": "cpu",
+                   "methods": {r["method"]: _row(r) for r in images if r["seed"] == request.seed},
+                   "images": images, "files": [str(f) for f in files]}
         first_w2sd = next(r for r in images if r["method"] == "w2sd")
         if "checker" in first_w2sd:
             summary["checker"] = first_w2sd["checker"]
         return GenResult(files=files, summary=summary)
+
+
+def _row(record: dict[str, Any]) -> dict[str, Any]:
+    """One method's line in the summary table: cost, time and the checker's verdict per attribute."""
+    row = {k: record[k] for k in ("nfe", "cost", "seconds")}
+    if "checker" in record:
+        row.update({k: "ok" if ok else "wrong" for k, ok in record["checker"]["checks"].items()})
+        row["matches prompt"] = record["checker"]["all"]
+    return row
 
 
 def model_folder(card: PairCard, key: str | None) -> Path:
@@ -161,7 +174,8 @@ class ToyModel:
         self.folder = folder
         try:
             self.unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32).eval()
-            self.text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32).eval()
+            self.text_encoder = _quietly(lambda: CLIPTextModel.from_pretrained(folder / "text_encoder",
+                                                                           dtype=torch.float32).eval())
             self.tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / "tokenizer")
             self.scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         except (OSError, ValueError) as err:
@@ -180,6 +194,19 @@ class ToyModel:
             with torch.no_grad():
                 self._states[prompt] = encode(self.tokenizer, self.text_encoder, [prompt])
         return self._states[prompt]
+
+
+def _quietly(load: Callable[[], Any]) -> Any:
+    """Run a transformers loader without its progress bar (the CLI owns the terminal)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return load()
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 @functools.lru_cache(maxsize=4)

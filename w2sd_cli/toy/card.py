@@ -47,7 +47,7 @@ repeats. Held out of training (never rendered there), 12 of 60 compositions: {he
 
 ## Models
 - UNet: diffusers `UNet2DConditionModel`, channels {components.UNET_CONFIG['block_out_channels']}, one ResNet
-  per level, cross-attention at 8×8, {record['unet_parameters']:,} parameters; epsilon prediction.
+  per level, cross-attention at 8×8, {record["unet_parameters"]:,} parameters; v-prediction.
 - Text encoder: transformers `CLIPTextModel`, 2 layers, width {components.TEXT_WIDTH},
   {record['text_encoder_parameters']:,} parameters, trained jointly; word-level tokenizer built locally.
 - Scheduler: DDIM config, cosine betas (`squaredcos_cap_v2`), `clip_sample` on, trailing spacing.

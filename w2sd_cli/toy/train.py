@@ -120,7 +120,8 @@ def train(out: Path, *, minutes: float | None, steps: int | None, weak_step: int
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         states = components.encode(tokenizer, text_encoder, captions)
         pred = unet(xt, t, encoder_hidden_states=states, return_dict=False)[0]
-        loss = torch.nn.functional.mse_loss(pred, noise)
+        target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v-prediction
+        loss = torch.nn.functional.mse_loss(pred, target)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
