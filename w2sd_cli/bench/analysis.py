@@ -184,12 +184,15 @@ def paired(a: Sequence[float], b: Sequence[float], sign: int = 1, seed: int = 0,
 
 
 def _cost(lines: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, float | None]]:
-    """Mean NFE, batch-1 cost and seconds per item, per method."""
+    """Mean NFE, batch-1 cost and seconds per item, per method (seconds leave out each process's first item,
+    which includes loading the models, unless that is all there is)."""
     out: dict[str, dict[str, float | None]] = {}
     for method in methods:
         mine = [ln for ln in lines if ln["method"] == method]
+        timed = [ln for ln in mine if not ln.get("warmup")] or mine
         out[method] = {key: (sum(float(ln.get(key) or 0) for ln in mine) / len(mine) if mine else None)
-                       for key in ("nfe", "cost", "seconds")}
+                       for key in ("nfe", "cost")}
+        out[method]["seconds"] = sum(float(ln.get("seconds") or 0) for ln in timed) / len(timed) if timed else None
         out[method]["items"] = float(len(mine))
     return out
 

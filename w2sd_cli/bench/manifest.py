@@ -19,7 +19,7 @@ from w2sd_cli.files import write_text_atomic
 
 MERGED = "manifest.jsonl"
 PART_GLOB = "manifest.rank-*.jsonl"
-TIMING_FIELDS = frozenset({"seconds", "finished_at", "rank", "world", "host"})
+TIMING_FIELDS = frozenset({"seconds", "warmup", "finished_at", "rank", "world", "host"})
 """Fields that differ between two runs of the same items (ignored when comparing manifests)."""
 
 
