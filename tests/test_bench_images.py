@@ -247,3 +247,34 @@ def test_eval_with_a_reward_metric_then_report_renders_in_chromium(image_run: Pa
     assert pixels.std() > 20
     colourful = np.abs(pixels[..., 0] - pixels[..., 2]) > 40
     assert colourful.mean() > 0.002, "plots and images should put colour on the page"
+
+
+def test_a_class_conditional_moe_pair_benches_with_class_numbers_as_prompts(tmp_path: Path,
+                                                                          isolated_home: Path) -> None:
+    from diffusers import AutoencoderKL
+
+    from w2sd_cli.moe.checkpoint import save_network
+    from w2sd_cli.moe.config import PRESETS
+    from w2sd_cli.moe.model import DiTMoE
+
+    torch.manual_seed(0)
+    save_network(DiTMoE(PRESETS["tiny"]), tmp_path / "dit.safetensors")
+    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                  up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+                  latent_channels=4, norm_num_groups=4, sample_size=64).save_pretrained(tmp_path / "vae")
+    card = {"schema": 1, "name": "tiny-moe", "kind": "moe-experts", "description": "tiny random DiT-MoE",
+            "models": {"dit": {"path": str(tmp_path / "dit.safetensors"), "format": "dit-moe"},
+                       "vae": {"path": str(tmp_path / "vae"), "format": "vae"}},
+            "strong": {"model": "dit", "experts": "top", "cfg": 1.5},
+            "weak": {"model": "dit", "experts": "bottom", "cfg": 1.5},
+            "final": {"model": "dit", "experts": "top", "cfg": 1.5},
+            "defaults": {"steps": 3, "width": 64, "height": 64}, "options": {"architecture": "tiny"}}
+    (isolated_home / "pairs").mkdir()
+    (isolated_home / "pairs" / "tiny-moe.yaml").write_text(yaml.safe_dump(card))
+    prompts = prompt_file(tmp_path, ["3", "7"])
+    facts = invoke_json("bench", "tiny-moe", "--prompts", prompts, "--seeds", "0", "--methods", "strong,w2sd",
+                        "--device", "cpu", "--out", tmp_path / "run")
+    assert facts["complete"] and facts["rendered"] == 4
+    lines = [json.loads(x) for x in (tmp_path / "run" / "manifest.jsonl").read_text().splitlines()]
+    assert [ln["class_label"] for ln in lines] == [3, 3, 7, 7]
+    assert {ln["nfe"] for ln in lines if ln["method"] == "w2sd"} == {3 + 2 * 2}
