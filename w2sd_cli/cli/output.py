@@ -35,10 +35,10 @@ def cell(value: Any) -> str:
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
-    """A plain rich table."""
+    """A plain rich table; the first column (a name) never wraps."""
     result = Table(title=title, title_justify="left", show_lines=False)
-    for name in columns:
-        result.add_column(name, overflow="fold")
+    for i, name in enumerate(columns):
+        result.add_column(name, overflow="fold", no_wrap=i == 0)
     for row in rows:
         result.add_row(*(cell(v) for v in row))
     return result

@@ -32,9 +32,9 @@ def list_pairs(json_output: JsonFlag = False) -> None:
     if json_output:
         print_json({"pairs": rows, "problems": registry.problems})
         return
-    err_console.print(table(f"{len(rows)} pairs", ["name", "kind", "aliases", "plugin", "description"],
-                            [[r["name"], r["kind"], ", ".join(r["aliases"]) or "-", r["plugin"],
-                              _first_sentence(r["description"])] for r in rows]))
+    err_console.print(table(f"{len(rows)} pairs", ["name", "kind", "plugin", "description", "source"],
+                            [[r["name"], r["kind"], r["plugin"], _first_sentence(r["description"]),
+                              _short(r["source"] or "-", 48)] for r in rows]))
     _print_problems(registry.problems)
 
 
@@ -69,8 +69,11 @@ def show_pair(name: PairName, json_output: JsonFlag = False) -> None:
 
 
 def _first_sentence(text: str) -> str:
-    head = text.split(". ")[0].strip()
-    return head if len(head) <= 90 else head[:87] + "..."
+    return _short(text.split(". ")[0].split(": ")[0].strip(), 70)
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _source(ref: Any) -> str:
