@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from w2sd_cli.bench.manifest import PartWriter, merge, part_path, read_lines
 from w2sd_cli.bench.runner import BenchRequest, bench, read_plan
 from w2sd_cli.bench.shard import Shard, detect_shard, parse_shard
 from w2sd_cli.errors import InputError
+from w2sd_cli.hookspecs import hookimpl
 
 FAST = ("--samples", "400", "--steps", "12")
 
@@ -139,3 +141,36 @@ def test_report_json_is_written_beside_the_run(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "report" / "report.json").read_text())
     assert data["unit"] == "seed" and data["done"] == data["total"] == 8
     assert not (tmp_path / "report" / "index.html").exists()
+
+
+class _ShardsInTurn:
+    """A stand-in for a cluster executor: runs both shards of the job here, one after the other."""
+
+    name = "two-shards"
+    summary = "test executor"
+
+    def execute(self, job: Any, observer: Any = None) -> Any:
+        from w2sd_cli.bench.runner import BenchOutcome, run_share
+
+        rendered = sum(run_share(job, Shard(rank, 2, 0, "test"), observer)[0] for rank in range(2))
+        return BenchOutcome(job.run_dir, job.shard, self.name, rendered, 0, merge(job.run_dir, job.plan["ids"]))
+
+
+class _ExecutorPlugin:
+    @hookimpl
+    def register_executors(self, register: Any) -> None:
+        register(_ShardsInTurn())
+
+
+def test_a_plugin_executor_runs_shards_through_the_same_building_blocks(tmp_path: Path) -> None:
+    from w2sd_cli.plugins import get_host
+
+    get_host().add(_ExecutorPlugin(), "test-executor", "test")
+    invoke("bench", "gmm-1d", "--seeds", "0-2", *FAST, "--out", tmp_path / "local")
+    facts = invoke_json("bench", "gmm-1d", "--seeds", "0-2", *FAST, "--out", tmp_path / "plugin",
+                        "--executor", "two-shards")
+    assert facts["complete"] and facts["rendered"] == 12
+    assert manifest(tmp_path / "plugin") == manifest(tmp_path / "local")
+    with pytest.raises(InputError, match="Did you mean 'two-shards'"):
+        bench(BenchRequest(pair="gmm-1d", out=tmp_path / "x", executor="two-shard"))
+    assert not (tmp_path / "x").exists()

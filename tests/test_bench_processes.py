@@ -42,7 +42,12 @@ def test_a_killed_bench_resumes_to_exactly_the_uninterrupted_manifest(tmp_path: 
     survived = len(read_lines(part))
     assert 5 <= survived < 40, "the run must be killed mid-way"
     assert not (killed / "manifest.jsonl").exists()
+    first = Path(read_lines(part)[0]["file"]).name
+    stale, foreign = killed / "items" / f".{first}.x1y2.tmp", killed / "items" / ".notes.tmp"
+    stale.write_bytes(b"half")
+    foreign.write_bytes(b"keep")
     resumed = _bench(killed, home, "--json")
+    assert not stale.exists() and foreign.exists()
     assert resumed.returncode == 0, resumed.stderr
     assert f'"skipped": {survived}' in resumed.stdout
     assert _bench(clean, home).returncode == 0

@@ -130,13 +130,13 @@ def executors() -> dict[str, Any]:
 def bench(request: BenchRequest, observer: Observer | None = None,
           registry: PairRegistry | None = None) -> BenchOutcome:
     """Plan (or resume) a run in ``request.out`` and execute this process's share of it."""
-    job = plan_job(request, registry)
     runners = executors()
     if request.executor not in runners:
         from w2sd_cli.errors import suggest
 
         raise InputError(f"No executor {request.executor!r}.{suggest(request.executor, runners)} "
                          f"Installed: {', '.join(sorted(runners))}.")
+    job = plan_job(request, registry)
     try:
         return runners[request.executor].execute(job, observer)
     except KeyboardInterrupt:
@@ -242,6 +242,7 @@ def run_share(job: BenchJob, shard: Shard, observer: Observer | None = None) -> 
     and fsynced: a kill loses at most the item in flight.
     """
     mine = set(shard.take([i.id for i in job.items]))
+    _remove_stale_temps(job.run_dir / "items", {i.stem() for i in job.items if i.id in mine})
     done = finished(job.run_dir)
     todo = [i for i in job.items if i.id in mine and i.id not in done]
     skipped = len(mine) - len(todo)
@@ -272,6 +273,16 @@ def run_share(job: BenchJob, shard: Shard, observer: Observer | None = None) -> 
                            "host": host, "finished_at": datetime.now(UTC).isoformat(timespec="seconds")})
             _notify(observer, {"phase": "item", "done": n + 1, "total": len(todo), "label": _label(item)})
     return len(todo), skipped
+
+
+def _remove_stale_temps(folder: Path, stems: set[str]) -> None:
+    """Temporary files a killed run left for this shard's items (no other rank writes those names)."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        name = path.name
+        if name.startswith(".") and name.endswith((".tmp", ".part")) and name[1:].split(".")[0] in stems:
+            path.unlink(missing_ok=True)
 
 
 def _label(item: WorkItem) -> str:

@@ -143,7 +143,8 @@ class Clip:
 
 
 @functools.cache
-def _load_clip(kind: str, card_json: str, device: str, allow_pickle: bool, offline: bool) -> Clip:
+def _load_clip(kind: str, card_json: str, device: str, allow_pickle: bool, offline: bool,
+               dtype: str | None = None) -> Clip:
     """Load once per process: ``clip`` (a transformers CLIPModel folder) or ``open-clip`` (weights + config)."""
     from transformers import CLIPConfig, CLIPModel
 
@@ -161,6 +162,14 @@ def _load_clip(kind: str, card_json: str, device: str, allow_pickle: bool, offli
         if missing or unexpected:
             raise ModelError(f"metric {card.name}: the weights do not fit the CLIP config "
                              f"(missing {missing[:3]}, unexpected {list(unexpected)[:3]}).")
+    if dtype is not None:
+        import torch
+
+        if dtype not in ("float32", "float16", "bfloat16"):
+            from w2sd_cli.errors import InputError
+
+            raise InputError(f"--dtype {dtype!r}: use float32, float16 or bfloat16.")
+        model = model.to(getattr(torch, dtype))
     return Clip(model, processor, _device(device))
 
 
@@ -184,7 +193,7 @@ class _ClipMetric:
     def clip(self) -> Clip:
         card = self.card()
         return _load_clip(self.loader, card.model_dump_json(by_alias=True), self.options.device,
-                          self.options.allow_pickle, self.options.offline)
+                          self.options.allow_pickle, self.options.offline, self.options.dtype)
 
     def score(self, images: Sequence[Any], prompts: Sequence[str]) -> list[dict[str, float]]:
         return self.score_and_embed(images, prompts)[0]
