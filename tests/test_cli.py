@@ -30,8 +30,11 @@ def w2sd(*args: str, home: Path, timeout: float = 120, **kwargs: object) -> subp
 
 
 def test_help_snapshot() -> None:
+    """`W2SD_UPDATE_SNAPSHOTS=1 pytest tests/test_cli.py -k snapshot` rewrites it after a deliberate change."""
     result = invoke("--help")
     assert result.exit_code == 0  # type: ignore[attr-defined]
+    if os.environ.get("W2SD_UPDATE_SNAPSHOTS"):
+        (SNAPSHOTS / "help.txt").write_text(result.stdout)  # type: ignore[attr-defined]
     expected = (SNAPSHOTS / "help.txt").read_text()
     assert result.stdout == expected  # type: ignore[attr-defined]
 
