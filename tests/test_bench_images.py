@@ -136,7 +136,11 @@ def test_image_bench_writes_pngs_with_recipes_and_a_complete_manifest(image_run:
         assert image.size == (16, 16)
     assert recipe["id"] == first["id"] and recipe["prompt"] == PROMPTS[0] and recipe["settings"]["steps"] == 3
     same_noise = [ln for ln in lines if ln["prompt_index"] == 0 and ln["seed"] == 0]
-    assert len({ln["sha256"] for ln in same_noise}) == 3
+    pixels = set()
+    for line in same_noise:
+        with Image.open(image_run / line["file"]) as image:
+            pixels.add(image.tobytes())
+    assert len(same_noise) == 3 and len(pixels) == 3, "weak, strong and W2SD differ from the same noise"
 
 
 def test_image_stats_and_diversity_without_models(image_run: Path) -> None:
