@@ -309,3 +309,16 @@ def test_bench_images_equal_w2sd_gen_for_the_same_prompt_and_seed(image_run: Pat
         with Image.open(image_run / line["file"]) as image:
             pixels.add(image.tobytes())
     assert len(strong) == 3 and len(pixels) == 3, "each prompt must change the image"
+
+
+def test_a_pickle_only_clip_folder_needs_the_opt_in(tmp_path: Path, isolated_home: Path) -> None:
+    model = tiny_clip(tmp_path / "clip", seed=1)
+    torch.save(model.state_dict(), tmp_path / "clip" / "pytorch_model.bin")
+    (tmp_path / "clip" / "model.safetensors").unlink()
+    write_metric_card(isolated_home, "pickscore", {"model": {"path": str(tmp_path / "clip")},
+                                                   "processor": {"path": str(tmp_path / "clip")}})
+    metric = get_metric("pickscore")
+    with pytest.raises(ModelError, match="pickle"):
+        metric.load(MetricLoad(device="cpu"))
+    metric.load(MetricLoad(device="cpu", allow_pickle=True))
+    assert len(metric.score([Image.new("RGB", (32, 32), "red")], ["a fox"])) == 1

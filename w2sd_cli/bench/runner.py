@@ -255,6 +255,8 @@ def run_share(job: BenchJob, shard: Shard, observer: Observer | None = None) -> 
     host = socket.gethostname()
     from w2sd_cli.images import versions
 
+    installed = versions()
+
     with PartWriter(part_path(job.run_dir, shard.rank)) as writer:
         for n, item in enumerate(todo):
             _notify(observer, {"phase": "item", "done": n, "total": len(todo), "label": _label(item)})
@@ -268,7 +270,7 @@ def run_share(job: BenchJob, shard: Shard, observer: Observer | None = None) -> 
             sha = save_output(rendered, output, job.run_dir / rel, recipe)
             writer.append({**recipe, "settings_digest": job.plan["settings_digest"], "file": rel, "sha256": sha,
                            "output": output, **rendered.info, "provenance": renderer.provenance(),
-                           "versions": versions(), "seconds": seconds, "warmup": n == 0, "rank": shard.rank,
+                           "versions": installed, "seconds": seconds, "warmup": n == 0, "rank": shard.rank,
                            "world": shard.world,
                            "host": host, "finished_at": datetime.now(UTC).isoformat(timespec="seconds")})
             _notify(observer, {"phase": "item", "done": n + 1, "total": len(todo), "label": _label(item)})

@@ -117,8 +117,11 @@ class Clip:
         _quiet()
         self.model = model.to(device).eval()
         self.device = device
-        self.tokenizer = AutoTokenizer.from_pretrained(processor_dir)
-        self.images = AutoImageProcessor.from_pretrained(processor_dir)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(processor_dir)
+            self.images = AutoImageProcessor.from_pretrained(processor_dir)
+        except (OSError, ValueError) as err:
+            raise ModelError(f"cannot load the tokenizer and image processor in {processor_dir} ({err}).") from None
 
     def image_embeds(self, images: Sequence[Any]) -> Any:
         import torch
@@ -152,7 +155,16 @@ def _load_clip(kind: str, card_json: str, device: str, allow_pickle: bool, offli
     options = MetricLoad(device=device, offline=offline, allow_pickle=allow_pickle)
     processor = locate_model(card, "processor", options)
     if kind == "clip":
-        model = CLIPModel.from_pretrained(locate_model(card, "model", options), use_safetensors=True)
+        folder = locate_model(card, "model", options)
+        safetensors = any(folder.glob("*.safetensors"))
+        if not safetensors and not (allow_pickle and any(folder.glob("*.bin"))):
+            raise ModelError(f"metric {card.name}: no safetensors weights in {folder}. If the model only has a "
+                             "pytorch_model.bin (a pickle), add \"*.bin\" to the card's allow_patterns and pass "
+                             "--allow-pickle.")
+        try:
+            model = CLIPModel.from_pretrained(folder, use_safetensors=safetensors)
+        except (OSError, ValueError) as err:
+            raise ModelError(f"metric {card.name}: cannot load the CLIP model in {folder} ({err}).") from None
     else:
         config = CLIPConfig.from_pretrained(processor)
         model = CLIPModel(config)
