@@ -70,13 +70,13 @@ def test_a_torn_manifest_line_is_ignored_and_cut_before_the_next_append(tmp_path
 def test_bench_eval_report_end_to_end_on_an_analytic_pair(tmp_path: Path) -> None:
     run = tmp_path / "run"
     facts = invoke_json("bench", "gmm-1d", "--seeds", "0-3", *FAST, "--out", run)
-    assert facts["rendered"] == 16 and facts["complete"] and facts["world"] == 1
+    assert facts["rendered"] == 20 and facts["complete"] and facts["world"] == 1
     files = sorted((run / "items").glob("*.npy"))
-    assert len(files) == 16
+    assert len(files) == 20
     again = invoke_json("bench", "gmm-1d", "--seeds", "0-3", *FAST, "--out", run)
-    assert (again["rendered"], again["skipped"]) == (0, 16)
+    assert (again["rendered"], again["skipped"]) == (0, 20)
     scored = invoke_json("eval", run)
-    assert scored["scored"] == {"mixture-stats": 16}
+    assert scored["scored"] == {"mixture-stats": 20}
     assert invoke_json("eval", run)["scored"] == {"mixture-stats": 0}
     report = invoke_json("report", run)
     kl = {r["method"]: r for r in report["rows"] if r["metric"] == "mixture-stats.kl_to_ideal"}
@@ -106,9 +106,9 @@ def test_two_shards_merge_into_the_unsharded_manifest(tmp_path: Path) -> None:
     whole, split = tmp_path / "whole", tmp_path / "split"
     invoke("bench", "gmm-2d", "--seeds", "0-2", *FAST, "--out", whole)
     first = invoke_json("bench", "gmm-2d", "--seeds", "0-2", *FAST, "--out", split, "--shard", "0/2")
-    assert not first["complete"] and first["rendered"] == 6
+    assert not first["complete"] and first["rendered"] == 8
     last = invoke_json("bench", "gmm-2d", "--seeds", "0-2", *FAST, "--out", split, "--shard", "1/2")
-    assert last["complete"] and last["rendered"] == 6
+    assert last["complete"] and last["rendered"] == 7
     assert manifest(split) == manifest(whole)
     ranks = {ln["rank"] for ln in read_lines(split / "manifest.jsonl")}
     assert ranks == {0, 1} and (split / "manifest.rank-1.jsonl").exists()
@@ -139,7 +139,7 @@ def test_report_json_is_written_beside_the_run(tmp_path: Path) -> None:
     invoke("eval", tmp_path)
     invoke("report", tmp_path, "--no-plots", "--no-html")
     data = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert data["unit"] == "seed" and data["done"] == data["total"] == 8
+    assert data["unit"] == "seed" and data["done"] == data["total"] == 10
     assert not (tmp_path / "report" / "index.html").exists()
 
 
@@ -169,7 +169,7 @@ def test_a_plugin_executor_runs_shards_through_the_same_building_blocks(tmp_path
     invoke("bench", "gmm-1d", "--seeds", "0-2", *FAST, "--out", tmp_path / "local")
     facts = invoke_json("bench", "gmm-1d", "--seeds", "0-2", *FAST, "--out", tmp_path / "plugin",
                         "--executor", "two-shards")
-    assert facts["complete"] and facts["rendered"] == 12
+    assert facts["complete"] and facts["rendered"] == 15
     assert manifest(tmp_path / "plugin") == manifest(tmp_path / "local")
     with pytest.raises(InputError, match="Did you mean 'two-shards'"):
         bench(BenchRequest(pair="gmm-1d", out=tmp_path / "x", executor="two-shard"))

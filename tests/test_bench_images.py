@@ -322,3 +322,31 @@ def test_a_pickle_only_clip_folder_needs_the_opt_in(tmp_path: Path, isolated_hom
         metric.load(MetricLoad(device="cpu"))
     metric.load(MetricLoad(device="cpu", allow_pickle=True))
     assert len(metric.score([Image.new("RGB", (32, 32), "red")], ["a fox"])) == 1
+
+
+def test_first_order_control_of_a_guidance_pair_is_cfg_at_two_ws_minus_ww(image_run: Path, tmp_path: Path,
+                                                                          isolated_home: Path) -> None:
+    write_card(isolated_home, "tiny-cfg", {"base": {"path": str(image_run.parent / "sd")}},
+               strong={"model": "base", "cfg": 5.5}, weak={"cfg": 0.0}, final={"cfg": 5.5})
+    prompts = prompt_file(tmp_path, ["a red fox"])
+    control = invoke_json("bench", "tiny-cfg", "--prompts", prompts, "--methods", "first-order,extrapolate",
+                          "--steps", "3", "--out", tmp_path / "control")
+    cfg11 = invoke_json("bench", "tiny-cfg", "--prompts", prompts, "--methods", "strong", "--cfg", "11",
+                        "--steps", "3", "--out", tmp_path / "cfg11")
+    assert control["complete"] and cfg11["complete"]
+
+    def pixels(run: str, method: str) -> np.ndarray:
+        line = next(json.loads(x) for x in (tmp_path / run / "manifest.jsonl").read_text().splitlines()
+                    if json.loads(x)["method"] == method)
+        with Image.open(tmp_path / run / line["file"]) as image:
+            return np.asarray(image, dtype=np.int16)
+
+    assert np.abs(pixels("control", "first-order") - pixels("cfg11", "strong")).max() <= 1
+    assert np.abs(pixels("control", "extrapolate") - pixels("cfg11", "strong")).max() > 1
+
+
+def test_first_order_equals_extrapolation_when_final_is_strong(tmp_path: Path) -> None:
+    invoke("bench", "gmm-1d", "--seeds", "0", "--samples", "300", "--steps", "8", "--out", tmp_path)
+    lines = {ln["method"]: ln for ln in (json.loads(x) for x in (tmp_path / "manifest.jsonl").read_text().splitlines())}
+    first, extra = (np.load(tmp_path / lines[m]["file"]) for m in ("first-order", "extrapolate"))
+    assert np.array_equal(first, extra) and lines["extrapolate"]["nfe"] == 16

@@ -16,7 +16,7 @@ import pytest
 from tests.bench_helpers import manifest
 from w2sd_cli.bench.manifest import read_lines
 
-GRID = ("gmm-2d", "--seeds", "0-9", "--samples", "3000", "--steps", "30")
+GRID = ("gmm-2d", "--seeds", "0-9", "--samples", "3000", "--steps", "30", "--methods", "weak,strong,w2sd,extrapolate")
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -65,14 +65,15 @@ def test_two_ranks_under_torchrun_share_the_grid_and_merge(tmp_path: Path) -> No
         port = sock.getsockname()[1]
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
     cmd = [torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port), "-m",
-           "w2sd_cli", "bench", "gmm-1d", "--seeds", "0-4", "--samples", "300", "--steps", "10", "--out", str(out)]
+           "w2sd_cli", "bench", "gmm-1d", "--seeds", "0-4", "--samples", "300", "--steps", "10", "--methods",
+           "weak,strong,w2sd,extrapolate", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=_env(home))
     assert done.returncode == 0, done.stderr[-3000:]
     lines = read_lines(out / "manifest.jsonl")
     assert {ln["rank"] for ln in lines} == {0, 1} and {ln["world"] for ln in lines} == {2}
     assert len(read_lines(out / "manifest.rank-0.jsonl")) + len(read_lines(out / "manifest.rank-1.jsonl")) == 20
     solo = subprocess.run([sys.executable, "-m", "w2sd_cli", "bench", "gmm-1d", "--seeds", "0-4", "--samples", "300",
-                           "--steps", "10", "--out", str(single)], capture_output=True, text=True, timeout=120,
-                          env=_env(home))
+                           "--steps", "10", "--methods", "weak,strong,w2sd,extrapolate", "--out", str(single)],
+                          capture_output=True, text=True, timeout=120, env=_env(home))
     assert solo.returncode == 0, solo.stderr
     assert manifest(out) == manifest(single)

@@ -31,12 +31,12 @@ def builtin_renderer(kind: PairKind, card: PairCard, request: GenRequest) -> Any
 def _run(pair: PreparedPair, method: str, seed: int, request: GenRequest, observer: Callback | None) -> SampleResult:
     import torch
 
-    from w2sd_cli.methods import run_method
+    from w2sd_cli.bench.controls import sample
 
     with torch.inference_mode():
-        result = run_method(pair, method, pair.noise(seed), lam=request.lam, rounds=request.rounds or 1,
-                            k=float(request.extra.get("k", 1.0)), reference_interval=request.reference_interval,
-                            callback=observer)
+        result = sample(pair, method, pair.noise(seed), lam=request.lam, rounds=request.rounds or 1,
+                        k=float(request.extra.get("k", 1.0)), reference_interval=request.reference_interval,
+                        callback=observer)
     if not bool(torch.isfinite(result.x).all()):
         raise ModelError(f"{method} seed {seed}: the sample became NaN/inf; try --dtype float32 or a smaller --lambda.")
     return result
@@ -122,10 +122,16 @@ class DiffusersRenderer:
     def render(self, prompt: str, seed: int, method: str, observer: Callback | None = None) -> Rendered:
         import torch
 
+        from w2sd_cli.adapters.models import decode
+        from w2sd_cli.images import to_image
+
         session = self._session_for(prompt)
+        result = _run(session.pair, method, seed, self.request, observer)
         with torch.no_grad():
-            result, image = session.sample(method, seed, self.request, observer)
-        return Rendered(image, result.nfe, result.cost)
+            pixels = decode(session.models[self.sides["final"].model].vae, result.x)
+        if not bool(torch.isfinite(pixels).all()):
+            raise ModelError(f"{method} seed {seed}: the VAE decoded NaN/inf pixels; try --dtype float32.")
+        return Rendered(to_image(pixels), result.nfe, result.cost)
 
     def provenance(self) -> dict[str, Any]:
         if self.session is None:

@@ -29,7 +29,7 @@ def bench(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Keep the first N non-empty prompts.")] = None,
     seeds: Annotated[str, typer.Option("--seeds", help="0,1,2 or 0-7, or `index` (seed = prompt index).")] = "0",
     methods: Annotated[str, typer.Option("--methods", help="Comma list of weak, strong, w2sd, extrapolate, "
-                                         "equal-nfe.")] = "weak,strong,w2sd,extrapolate",
+                                         "first-order, equal-nfe.")] = "weak,strong,w2sd,extrapolate,first-order",
     steps: Steps = None,
     lam: Lambda = None,
     rounds: Annotated[int | None, typer.Option("--rounds", min=1, max=10, help="Reflections per step.")] = None,
