@@ -12,6 +12,7 @@ from typing import Any
 
 from w2sd_cli.bench.analysis import analyse, verdict
 from w2sd_cli.bench.evaluate import evaluate
+from w2sd_cli.bench.grid import digest
 from w2sd_cli.bench.manifest import merge
 from w2sd_cli.bench.metrics.base import MetricLoad, column
 from w2sd_cli.bench.runner import BenchRequest, Observer, bench, read_plan
@@ -56,7 +57,9 @@ def check_pair(request: CheckRequest, observer: Observer | None = None) -> dict[
     prompts = request.prompts or default_prompts
     promptless = entry.card.kind == "analytic"
     seeds = request.count * request.seeds if promptless else request.seeds
-    out = request.out or home() / "checks" / f"{entry.card.name}-{entry.card.digest()[:8]}"
+    grid = digest({"prompts": prompts, "count": request.count, "seeds": request.seeds, "steps": request.steps,
+                   "samples": request.samples}, 8)
+    out = request.out or home() / "checks" / f"{entry.card.name}-{entry.card.digest()[:8]}-{grid}"
     bench(BenchRequest(pair=request.pair, out=out, prompts=None if promptless else prompts,
                        limit=None if promptless else request.count, seeds=f"0-{seeds - 1}",
                        methods=("strong", "w2sd"), steps=request.steps, samples=request.samples,

@@ -137,7 +137,8 @@ def write_html(report: Report, run_dir: Path, plan: dict[str, Any], plots: list[
              f"steps {plan['settings'].get('steps')}, λ {plan['settings'].get('lam')}; "
              f"prompts: {_e(str(plan['prompt_set'].get('name')))} ({len(plan['prompts'])}); "
              f"seeds: {_e(str(plan['seeds']))}. Δ is paired against <b>strong</b> with a percentile-bootstrap 95% "
-             "interval; win rate counts units where the method is better (ties half).</p>",
+             "interval; win rate counts units where the method is better (ties half; where no direction is better, "
+             "e.g. saturation or diversity, it counts units where the method is higher).</p>",
              _table(header, body)]
     if report.categories:
         columns = shown_columns(report)
