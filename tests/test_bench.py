@@ -127,9 +127,9 @@ def test_paired_bootstrap_interval_and_win_rate() -> None:
 
 
 def test_pairs_check_says_better_for_a_good_pair_and_worse_for_a_wrong_way_pair(tmp_path: Path) -> None:
-    good = invoke_json("pairs", "check", "gmm-1d", "--count", "2", "--seeds", "2", *FAST, "--out", tmp_path / "a")
+    good = invoke_json("pairs", "check", "gmm-1d", "--count", "2", "--seed-count", "2", *FAST, "--out", tmp_path / "a")
     assert good["verdict"] == "better" and good["units"] == 4 and good["diff"] < 0
-    bad = invoke("pairs", "check", "gmm-1d-wrong-way", "--count", "2", "--seeds", "2", *FAST,
+    bad = invoke("pairs", "check", "gmm-1d-wrong-way", "--count", "2", "--seed-count", "2", *FAST,
                  "--out", tmp_path / "b").output
     assert "WORSE" in bad and "95% CI" in bad
 

@@ -163,7 +163,7 @@ def check(
     pair: PairName,
     prompts: Annotated[str | None, typer.Option("--prompts", help="Prompt set or file (default by kind).")] = None,
     count: Annotated[int, typer.Option("--count", min=1, help="Prompts (analytic pairs: seed groups).")] = 8,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per prompt.")] = 2,
+    seed_count: Annotated[int, typer.Option("--seed-count", min=1, help="Seeds per prompt (0, 1, ...).")] = 2,
     metric: Annotated[str | None, typer.Option("--metric", "-m", help="Metric (default by kind).")] = None,
     key: Annotated[str | None, typer.Option("--key", help="Metric key (default: its primary one).")] = None,
     steps: Steps = None,
@@ -179,7 +179,7 @@ def check(
     from w2sd_cli.bench.check import CheckRequest, check_pair
     from w2sd_cli.cli.output import err_console, print_json
 
-    request = CheckRequest(pair=pair, prompts=prompts, count=count, seeds=seeds, metric=metric, key=key,
+    request = CheckRequest(pair=pair, prompts=prompts, count=count, seeds=seed_count, metric=metric, key=key,
                            steps=steps, samples=samples, device=device, out=out, offline=offline,
                            allow_pickle=allow_pickle)
     with ItemProgress(quiet=json_output) as progress:
