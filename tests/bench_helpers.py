@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from w2sd_cli.bench.manifest import comparable, read_lines
 
 
-def invoke(*args: str) -> Any:
+def invoke(*args: object) -> Any:
     """Run the w2sd CLI in-process; fail with its output if it exits non-zero."""
     from w2sd_cli.cli import build_app
 
@@ -20,7 +20,7 @@ def invoke(*args: str) -> Any:
     return result
 
 
-def invoke_json(*args: str) -> Any:
+def invoke_json(*args: object) -> Any:
     return json.loads(invoke(*args, "--json").stdout)
 
 
