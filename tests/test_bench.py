@@ -14,8 +14,9 @@ from w2sd_cli.bench.grid import Prompt, expand, parse_seeds, work_id
 from w2sd_cli.bench.manifest import PartWriter, merge, part_path, read_lines
 from w2sd_cli.bench.runner import BenchRequest, bench, read_plan
 from w2sd_cli.bench.shard import Shard, detect_shard, parse_shard
-from w2sd_cli.errors import InputError
+from w2sd_cli.errors import InputError, ModelError
 from w2sd_cli.hookspecs import hookimpl
+from w2sd_cli.kinds.base import PairKind
 
 FAST = ("--samples", "400", "--steps", "12")
 
@@ -152,7 +153,7 @@ class _ShardsInTurn:
     def execute(self, job: Any, observer: Any = None) -> Any:
         from w2sd_cli.bench.runner import BenchOutcome, run_share
 
-        rendered = sum(run_share(job, Shard(rank, 2, 0, "test"), observer)[0] for rank in range(2))
+        rendered = sum(run_share(job, Shard(rank, 2, 0, "test"), observer).rendered for rank in range(2))
         return BenchOutcome(job.run_dir, job.shard, self.name, rendered, 0, merge(job.run_dir, job.plan["ids"]))
 
 
@@ -174,3 +175,62 @@ def test_a_plugin_executor_runs_shards_through_the_same_building_blocks(tmp_path
     with pytest.raises(InputError, match="Did you mean 'two-shards'"):
         bench(BenchRequest(pair="gmm-1d", out=tmp_path / "x", executor="two-shard"))
     assert not (tmp_path / "x").exists()
+
+
+class _FlakyRenderer:
+    """A plugin kind's renderer: seed 1 fails until FLAKY_FIXED is set."""
+
+    output = "samples"
+    uses_prompts = False
+
+    def render(self, prompt: str, seed: int, method: str, observer: Any = None) -> Any:
+        import os
+
+        import numpy as np
+
+        from w2sd_cli.bench.render import Rendered
+
+        if seed == 1 and not os.environ.get("FLAKY_FIXED"):
+            raise ModelError(f"{method} seed 1: the sample became NaN/inf")
+        return Rendered(np.full((3, 1), float(seed)), 7, 7.0)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"device": "test"}
+
+
+class _FlakyKind(PairKind):
+    name = "flaky"
+    summary = "test kind with its own renderer"
+
+    def renderer(self, card: Any, request: Any) -> Any:
+        return _FlakyRenderer()
+
+
+class _FlakyPlugin:
+    @hookimpl
+    def register_pair_kinds(self, register: Any) -> None:
+        register(_FlakyKind())
+
+    @hookimpl
+    def register_pairs(self, register: Any) -> None:
+        register({"schema": 1, "name": "flaky-pair", "kind": "flaky", "description": "test pair"})
+
+
+def test_a_plugin_kind_renders_and_keep_going_logs_failures_for_a_retry(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from w2sd_cli.plugins import get_host
+
+    get_host().add(_FlakyPlugin(), "test-flaky", "test")
+    with pytest.raises(ModelError, match="seed 1"):
+        bench(BenchRequest(pair="flaky-pair", out=tmp_path, seeds="0-2", methods=("strong",)))
+    facts = invoke_json("bench", "flaky-pair", "--seeds", "0-2", "--methods", "strong", "--keep-going",
+                        "--out", tmp_path)
+    assert (facts["rendered"], facts["failed"], facts["complete"]) == (1, 1, False)
+    assert "NaN" in read_lines(tmp_path / "failures.rank-0.jsonl")[0]["error"]
+    assert invoke_json("report", tmp_path, "--no-plots")["failed"] == 1
+    monkeypatch.setenv("FLAKY_FIXED", "1")
+    retry = invoke_json("bench", "flaky-pair", "--seeds", "0-2", "--methods", "strong", "--out", tmp_path)
+    assert (retry["rendered"], retry["skipped"], retry["complete"]) == (1, 2, True)
+    assert invoke_json("report", tmp_path, "--no-plots")["failed"] == 0
+    lines = read_lines(tmp_path / "manifest.jsonl")
+    assert [ln["seed"] for ln in lines] == [0, 1, 2] and lines[0]["provenance"] == {"device": "test"}

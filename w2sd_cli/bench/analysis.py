@@ -17,7 +17,7 @@ from typing import Any
 from w2sd_cli.bench.evaluate import SCORES
 from w2sd_cli.bench.manifest import MERGED, read_lines
 from w2sd_cli.bench.metrics.base import column, direction
-from w2sd_cli.bench.runner import read_plan
+from w2sd_cli.bench.runner import failures, read_plan
 
 BASELINE = "strong"
 BOOTSTRAP = 2000
@@ -60,6 +60,7 @@ class Report:
     done: int
     total: int
     cost: dict[str, dict[str, float | None]]
+    failed: int = 0
     rows: list[Row] = field(default_factory=list)
     categories: list[Row] = field(default_factory=list)
 
@@ -114,7 +115,7 @@ def analyse(run_dir: Path, baseline: str = BASELINE, seed: int = 0) -> Report:
     columns = sorted(directions)
     several_prompts = len({ln["prompt_index"] for ln in lines}) > 1
     report = Report(str(run_dir), plan["pair"], methods, columns, primary, "prompt" if several_prompts else "seed",
-                    len(lines), len(plan["ids"]), _cost(lines, methods))
+                    len(lines), len(plan["ids"]), _cost(lines, methods), len(failures(run_dir)))
     categories = sorted({str(ln["category"]) for ln in lines if ln.get("category")})
     for col in columns:
         for method in methods:

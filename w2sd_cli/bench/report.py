@@ -133,7 +133,9 @@ def write_html(report: Report, run_dir: Path, plan: dict[str, Any], plots: list[
     """One self-contained page: run facts, the table, the plots and the comparison grid."""
     header, body = summary_rows(report)
     parts = [f"<h1>w2sd report: {_e(report.pair)}</h1>",
-             f"<p>{report.done} of {report.total} items; unit of comparison: {report.unit}; "
+             f"<p>{report.done} of {report.total} items"
+             f"{f' ({report.failed} failed, see failures.rank-*.jsonl)' if report.failed else ''}; "
+             f"unit of comparison: {report.unit}; "
              f"steps {plan['settings'].get('steps')}, λ {plan['settings'].get('lam')}; "
              f"prompts: {_e(str(plan['prompt_set'].get('name')))} ({len(plan['prompts'])}); "
              f"seeds: {_e(str(plan['seeds']))}. Δ is paired against <b>strong</b> with a percentile-bootstrap 95% "

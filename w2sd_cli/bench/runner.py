@@ -21,7 +21,7 @@ from w2sd_cli.bench.manifest import MergeResult, PartWriter, finished, merge, me
 from w2sd_cli.bench.render import SUFFIX, save_output
 from w2sd_cli.bench.shard import Shard, detect_shard
 from w2sd_cli.cards import PairCard
-from w2sd_cli.errors import InputError, Interrupted
+from w2sd_cli.errors import InputError, Interrupted, W2SDError
 from w2sd_cli.files import write_text_atomic
 from w2sd_cli.kinds.base import GenRequest, PairKind
 from w2sd_cli.pairs import PairRegistry, get_registry
@@ -57,6 +57,7 @@ class BenchRequest:
     allow_pickle: bool = False
     shard: str | None = None
     executor: str = "local"
+    keep_going: bool = False
 
 
 @dataclass
@@ -72,6 +73,7 @@ class BenchJob:
     shard: Shard
     renderer: Any = None
     """The kind's renderer (cheap to build; it loads models on its first render)."""
+    keep_going: bool = False
 
 
 @dataclass
@@ -85,6 +87,7 @@ class BenchOutcome:
     skipped: int
     merged: MergeResult
     seconds: float = 0.0
+    failed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -109,10 +112,10 @@ class LocalExecutor:
 
     def execute(self, job: BenchJob, observer: Observer | None = None) -> BenchOutcome:
         started = time.perf_counter()
-        rendered, skipped = run_share(job, job.shard, observer)
+        share = run_share(job, job.shard, observer)
         merged = merge(job.run_dir, [i.id for i in job.items])
-        return BenchOutcome(job.run_dir, job.shard, self.name, rendered, skipped, merged,
-                            round(time.perf_counter() - started, 3))
+        return BenchOutcome(job.run_dir, job.shard, self.name, share.rendered, share.skipped, merged,
+                            round(time.perf_counter() - started, 3), share.failed)
 
 
 def executors() -> dict[str, Any]:
@@ -173,7 +176,7 @@ def plan_job(request: BenchRequest, registry: PairRegistry | None = None) -> Ben
             "seeds": seeds, "methods": list(request.methods), "output": getattr(renderer_probe, "output", "image"),
             "ids": [i.id for i in items]}
     _bind(request.out, plan)
-    return BenchJob(request.out, plan, items, card, kind, gen, shard, renderer_probe)
+    return BenchJob(request.out, plan, items, card, kind, gen, shard, renderer_probe, request.keep_going)
 
 
 def _device(device: str, shard: Shard) -> str:
@@ -235,11 +238,21 @@ def items_of(plan: dict[str, Any]) -> list[WorkItem]:
     return expand(prompts, seeds, plan["methods"], plan["card_digest"], plan["settings_digest"])
 
 
-def run_share(job: BenchJob, shard: Shard, observer: Observer | None = None) -> tuple[int, int]:
-    """Render this shard's unfinished items; return ``(rendered, skipped)``.
+@dataclass(frozen=True)
+class ShareResult:
+    """What one shard did: items rendered now, skipped as already finished, and failed (``keep_going``)."""
+
+    rendered: int
+    skipped: int
+    failed: int = 0
+
+
+def run_share(job: BenchJob, shard: Shard, observer: Observer | None = None) -> ShareResult:
+    """Render this shard's unfinished items.
 
     Each output is written atomically, then its manifest line is appended to ``manifest.rank-R.jsonl``
-    and fsynced: a kill loses at most the item in flight.
+    and fsynced: a kill loses at most the item in flight. With ``job.keep_going`` an item that fails with a
+    ``W2SDError`` (a NaN sample, say) is logged to ``failures.rank-R.jsonl`` and retried by the next run.
     """
     mine = set(shard.take([i.id for i in job.items]))
     _remove_stale_temps(job.run_dir / "items", {i.stem() for i in job.items if i.id in mine})
@@ -249,32 +262,57 @@ def run_share(job: BenchJob, shard: Shard, observer: Observer | None = None) -> 
     _notify(observer, {"phase": "plan", "total": len(todo), "skipped": skipped, "rank": shard.rank,
                        "world": shard.world})
     if not todo:
-        return 0, skipped
+        return ShareResult(0, skipped)
     renderer = job.renderer or job.kind.renderer(job.card, job.request)
-    output = renderer.output
-    host = socket.gethostname()
     from w2sd_cli.images import versions
 
-    installed = versions()
-
+    context = {"versions": versions(), "rank": shard.rank, "world": shard.world, "host": socket.gethostname()}
+    failed = 0
     with PartWriter(part_path(job.run_dir, shard.rank)) as writer:
         for n, item in enumerate(todo):
             _notify(observer, {"phase": "item", "done": n, "total": len(todo), "label": _label(item)})
-            started = time.perf_counter()
-            rendered = renderer.render(item.prompt.text, item.seed, item.method, _tagged(observer, item))
-            seconds = round(time.perf_counter() - started, 3)
-            rel = f"items/{item.stem()}{SUFFIX[output]}"
-            recipe = {**item.as_dict(), "pair": job.card.name, "kind": job.card.kind,
-                      "card_digest": job.plan["card_digest"], "settings": job.plan["settings"],
-                      "nfe": rendered.nfe, "cost": rendered.cost}
-            sha = save_output(rendered, output, job.run_dir / rel, recipe)
-            writer.append({**recipe, "settings_digest": job.plan["settings_digest"], "file": rel, "sha256": sha,
-                           "output": output, **rendered.info, "provenance": renderer.provenance(),
-                           "versions": installed, "seconds": seconds, "warmup": n == 0, "rank": shard.rank,
-                           "world": shard.world,
-                           "host": host, "finished_at": datetime.now(UTC).isoformat(timespec="seconds")})
+            try:
+                line = _render_item(job, renderer, item, observer)
+            except W2SDError as err:
+                if not job.keep_going:
+                    raise
+                failed += 1
+                with PartWriter(job.run_dir / f"failures.rank-{shard.rank}.jsonl") as failures:
+                    failures.append({**item.as_dict(), "error": str(err), **context, "at": _now()})
+                continue
+            writer.append({**line, **context, "warmup": n == 0, "finished_at": _now()})
             _notify(observer, {"phase": "item", "done": n + 1, "total": len(todo), "label": _label(item)})
-    return len(todo), skipped
+    return ShareResult(len(todo) - failed, skipped, failed)
+
+
+def _render_item(job: BenchJob, renderer: Any, item: WorkItem, observer: Observer | None) -> dict[str, Any]:
+    """Render and save one item; return its manifest line (without the per-process fields)."""
+    started = time.perf_counter()
+    rendered = renderer.render(item.prompt.text, item.seed, item.method, _tagged(observer, item))
+    seconds = round(time.perf_counter() - started, 3)
+    rel = f"items/{item.stem()}{SUFFIX[renderer.output]}"
+    recipe = {**item.as_dict(), "pair": job.card.name, "kind": job.card.kind, "card_digest": job.plan["card_digest"],
+              "settings": job.plan["settings"], "nfe": rendered.nfe, "cost": rendered.cost}
+    sha = save_output(rendered, renderer.output, job.run_dir / rel, recipe)
+    return {**recipe, "settings_digest": job.plan["settings_digest"], "file": rel, "sha256": sha,
+            "output": renderer.output, **rendered.info, "provenance": renderer.provenance(), "seconds": seconds}
+
+
+def failures(run_dir: Path) -> list[dict[str, Any]]:
+    """Logged failures of items that are still unfinished."""
+    from w2sd_cli.bench.manifest import read_lines
+
+    done = finished(run_dir)
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(run_dir.glob("failures.rank-*.jsonl")):
+        for line in read_lines(path):
+            if line["id"] not in done:
+                found[line["id"]] = line
+    return list(found.values())
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _remove_stale_temps(folder: Path, stems: set[str]) -> None:

@@ -46,6 +46,8 @@ def bench(
     shard: Annotated[str | None, typer.Option("--shard", help="Take share i of N (i/N); default: from torchrun, "
                                               "accelerate or SLURM variables, else everything.")] = None,
     executor: Annotated[str, typer.Option("--executor", help="local, or one a plugin registers.")] = "local",
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="Log an item that fails (a NaN image, say) "
+                                             "and go on; the next run retries it.")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: w2sd-bench/PAIR).")] = None,
     offline: Offline = False,
     allow_pickle: AllowPickle = False,
@@ -61,12 +63,13 @@ def bench(
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()), steps=steps, lam=lam, rounds=rounds,
         k=k, samples=samples, cfg=cfg, width=width, height=height, dtype=dtype, device=device,
         reference_interval=reference_interval, offline=offline, allow_pickle=allow_pickle, shard=shard,
-        executor=executor)
+        executor=executor, keep_going=keep_going)
     with ItemProgress(quiet=json_output) as progress:
         outcome = run_bench(request, progress.observe)
     merged = outcome.merged
     facts = {"run_dir": str(outcome.run_dir), "rank": outcome.shard.rank, "world": outcome.shard.world,
              "shard_from": outcome.shard.source, "rendered": outcome.rendered, "skipped": outcome.skipped,
+             "failed": outcome.failed,
              "done": merged.done, "total": merged.total, "complete": merged.complete, "seconds": outcome.seconds,
              "manifest": str(merged.path)}
     if json_output:
@@ -76,6 +79,9 @@ def bench(
         if outcome.shard.world > 1 else ""
     err_console.print(f"rendered {outcome.rendered}, skipped {outcome.skipped} already done{where}; "
                       f"manifest {merged.done}/{merged.total} items: {merged.path}")
+    if outcome.failed:
+        err_console.print(f"{outcome.failed} items failed (see {outcome.run_dir}/failures.rank-*.jsonl); "
+                          "run the same command again to retry them.")
     if not merged.complete and outcome.shard.world > 1:
         err_console.print("other ranks are still running or missing; the last rank to finish merges everything.")
     elif merged.complete:
