@@ -34,6 +34,10 @@ class Rendered:
 class Renderer(Protocol):
     """A pair loaded once, rendering items on demand.
 
+    Building one must be cheap (the bench builds one to read ``output`` and ``uses_prompts`` on every rank,
+    even with nothing to do): load models on the first ``render``. The same (prompt, seed, method) must
+    give the same output, so a resumed run equals an uninterrupted one.
+
     Attributes:
         output: ``"image"`` or ``"samples"``.
         uses_prompts: ``False`` for pairs that ignore the prompt (then a grid has one empty prompt).

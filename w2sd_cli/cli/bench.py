@@ -154,6 +154,8 @@ def report(
         print_json({**result.as_dict(), "files": {"json": str(files.json), "plots": [str(p) for p in files.plots],
                                                   "html": str(files.html) if files.html else None}})
         return
+    if not result.metrics:
+        err_console.print(f"no scores yet: run `w2sd eval {run_dir}` (add --metric NAME; `w2sd eval --list`).")
     columns = None if all_columns else shown_columns(result)
     header, rows = summary_rows(result, columns)
     err_console.print(table(f"{result.pair}: {result.done}/{result.total} items, paired by {result.unit}",
