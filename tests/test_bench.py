@@ -49,6 +49,10 @@ def test_shards_from_flags_torchrun_and_slurm_split_ids_exactly() -> None:
     array = detect_shard({"SLURM_ARRAY_TASK_ID": "12", "SLURM_ARRAY_TASK_MIN": "10", "SLURM_ARRAY_TASK_COUNT": "3",
                           "SLURM_NTASKS": "2", "SLURM_PROCID": "1"})
     assert (array.rank, array.world) == (5, 6)
+    older = detect_shard({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "7"})
+    assert (older.rank, older.world) == (3, 8)
+    with pytest.raises(InputError, match="--shard"):
+        detect_shard({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MAX": "9", "SLURM_ARRAY_TASK_STEP": "3"})
     assert detect_shard({"RANK": "0", "WORLD_SIZE": "8"}, explicit="1/2") == parse_shard("1/2")
     with pytest.raises(InputError):
         parse_shard("2/2")

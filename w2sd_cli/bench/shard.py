@@ -48,9 +48,15 @@ def detect_shard(env: Mapping[str, str] | None = None, explicit: str | None = No
         rank, world = _int(env, "RANK", 0), _int(env, "WORLD_SIZE", 1)
         return _checked(Shard(rank, world, _int(env, "LOCAL_RANK", 0), "RANK/WORLD_SIZE (torchrun, accelerate)"))
     tasks, procid = _int(env, "SLURM_NTASKS", 1), _int(env, "SLURM_PROCID", 0)
-    if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+    if "SLURM_ARRAY_TASK_ID" in env:
         index = _int(env, "SLURM_ARRAY_TASK_ID", 0) - _int(env, "SLURM_ARRAY_TASK_MIN", 0)
-        count = _int(env, "SLURM_ARRAY_TASK_COUNT", 1)
+        if "SLURM_ARRAY_TASK_COUNT" in env:
+            count = _int(env, "SLURM_ARRAY_TASK_COUNT", 1)
+        elif "SLURM_ARRAY_TASK_MAX" in env and _int(env, "SLURM_ARRAY_TASK_STEP", 1) == 1:
+            count = _int(env, "SLURM_ARRAY_TASK_MAX", 0) - _int(env, "SLURM_ARRAY_TASK_MIN", 0) + 1
+        else:
+            raise InputError("This SLURM array does not say how many tasks it has; pass --shard "
+                             "$SLURM_ARRAY_TASK_ID/N (ids 0..N-1).")
         return _checked(Shard(index * tasks + procid, count * tasks, _int(env, "SLURM_LOCALID", 0), "SLURM array"))
     if tasks > 1:
         return _checked(Shard(procid, tasks, _int(env, "SLURM_LOCALID", 0), "SLURM_PROCID/SLURM_NTASKS"))
