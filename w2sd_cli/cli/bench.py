@@ -33,8 +33,8 @@ def bench(
     steps: Steps = None,
     lam: Lambda = None,
     rounds: Annotated[int | None, typer.Option("--rounds", min=1, max=10, help="Reflections per step.")] = None,
-    k: Annotated[float, typer.Option("--k", help="Extrapolation weight of the control (autoguidance w = 1 + k).")]
-    = 1.0,
+    k: Annotated[float, typer.Option("--k", help="Weight k of the extrapolate and first-order controls "
+                                     "(autoguidance w = 1 + k).")] = 1.0,
     samples: Annotated[int | None, typer.Option("--samples", min=1, help="Analytic pairs: samples per item.")] = None,
     cfg: Annotated[float | None, typer.Option("--cfg", min=0.0, help="Final denoise CFG scale.")] = None,
     width: Annotated[int | None, typer.Option("--width", min=8)] = None,
