@@ -238,3 +238,19 @@ def test_a_plugin_kind_renders_and_keep_going_logs_failures_for_a_retry(tmp_path
     assert invoke_json("report", tmp_path, "--no-plots")["failed"] == 0
     lines = read_lines(tmp_path / "manifest.jsonl")
     assert [ln["seed"] for ln in lines] == [0, 1, 2] and lines[0]["provenance"] == {"device": "test"}
+
+
+def test_two_evals_at_once_score_each_item_once(tmp_path: Path) -> None:
+    import threading
+
+    from w2sd_cli.bench.evaluate import evaluate
+
+    invoke("bench", "gmm-2d", "--seeds", "0-3", *FAST, "--out", tmp_path)
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(evaluate(tmp_path))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.scored["mixture-stats"] for r in results) == [0, 20]
+    assert len(read_lines(tmp_path / "scores" / "mixture-stats.jsonl")) == 20

@@ -14,7 +14,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from w2sd_cli.bench.manifest import PartWriter, merge, read_lines
+from w2sd_cli.bench.manifest import PartWriter, merge, merge_lock, read_lines
 from w2sd_cli.bench.metrics.base import MetricLoad, get_metric, inputs_of, primary_key
 from w2sd_cli.bench.render import load_output
 from w2sd_cli.bench.runner import read_plan
@@ -61,14 +61,16 @@ def evaluate(run_dir: Path, metrics: Sequence[str] | None = None, *, load: Metri
     lines = read_lines(merged.path)
     card = PairCard.model_validate(plan["card"])
     outcome = EvalOutcome(run_dir, incomplete=len(merged.missing))
-    for name in metrics or default_metrics(plan):
-        metric = get_metric(name)
+    chosen = [get_metric(name) for name in metrics or default_metrics(plan)]
+    for metric in chosen:
         if inputs_of(metric) != plan.get("output", "image"):
-            raise InputError(f"Metric {name} scores {inputs_of(metric)} outputs, but this run made "
+            raise InputError(f"Metric {metric.name} scores {inputs_of(metric)} outputs, but this run made "
                              f"{plan.get('output')}s; `w2sd eval --list` shows which metric fits.")
-        if callable(getattr(metric, "load", None)):
-            metric.load(load or MetricLoad())
-        _score_metric(run_dir, metric, lines, card, batch_size, force, observer, outcome)
+    with merge_lock(run_dir, ".eval.lock"):  # a second eval (another rank, say) waits, then reuses the scores
+        for metric in chosen:
+            if callable(getattr(metric, "load", None)):
+                metric.load(load or MetricLoad())
+            _score_metric(run_dir, metric, lines, card, batch_size, force, observer, outcome)
     return outcome
 
 

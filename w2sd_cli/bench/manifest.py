@@ -109,10 +109,10 @@ class MergeResult:
 
 
 @contextlib.contextmanager
-def merge_lock(run_dir: Path) -> Iterator[None]:
-    """An exclusive lock on the run folder's merge (ranks finishing together merge one after another)."""
+def merge_lock(run_dir: Path, name: str = ".merge.lock") -> Iterator[None]:
+    """An exclusive lock in the run folder (ranks finishing together merge one after another)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with (run_dir / ".merge.lock").open("a") as handle:
+    with (run_dir / name).open("a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
