@@ -182,6 +182,10 @@ def test_extrapolation_control_and_equal_nfe() -> None:
     combined = extrapolate(strong, weak, k=1.0)
     assert torch.allclose(combined(torch.zeros(2), 10), torch.full((2,), 0.8))
     assert equal_nfe_steps(50) == 148 and equal_nfe_steps(50, lam=10, rounds=2) == 90
+    base = lambda z, t: torch.full_like(z, 1.0)  # noqa: E731
+    first_order = extrapolate(strong, weak, k=2.0, base=base)
+    assert torch.allclose(first_order(torch.zeros(2), 10), torch.full((2,), 1.6))
+    assert first_order.nfe == 3  # type: ignore[attr-defined]
     result = sample_plain(combined, torch.zeros(3), SCHEDULE, SCHEDULE.timesteps(5))
     assert result.cost == 10.0 and result.nfe == 10 and result.calls == {"final": 5}
 

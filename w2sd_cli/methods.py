@@ -18,9 +18,11 @@ from w2sd_cli.sampling import (
 if TYPE_CHECKING:
     from w2sd_cli.kinds.base import PreparedPair
 
-METHODS = ("weak", "strong", "w2sd", "extrapolate", "equal-nfe")
-"""weak/strong: plain sampling with one side; w2sd: reflection; extrapolate: eps_s + k (eps_s - eps_w)
-at the same point (k = 1, autoguidance w = 2); equal-nfe: plain strong with T + 2λ steps."""
+METHODS = ("weak", "strong", "w2sd", "first-order", "extrapolate", "equal-nfe")
+"""weak/strong: plain sampling with one side (at the final knobs); w2sd: reflection; first-order:
+eps_final + k (eps_s - eps_w) with the reflection sides, what W2SD equals to first order (for a guidance pair,
+CFG at 2 w_s - w_w); extrapolate: eps_final + k (eps_final - eps_weak) at the final knobs (autoguidance
+w = 1 + k); equal-nfe: plain strong with T + 2λ steps."""
 
 
 def run_method(pair: PreparedPair, method: str, x: Tensor, *, lam: int | None = None, rounds: int = 1,
@@ -42,6 +44,9 @@ def run_method(pair: PreparedPair, method: str, x: Tensor, *, lam: int | None = 
     if method == "w2sd":
         return sample_w2sd(pair.strong, pair.weak, pair.final, x, pair.schedule, pair.grid, lam=lam, rounds=rounds,
                            reference_interval=reference_interval, callback=callback)
+    if method == "first-order":
+        return sample_plain(extrapolate(pair.strong, pair.weak, k, base=pair.final), x, pair.schedule, pair.grid,
+                            callback=callback)
     if method == "extrapolate":
         return sample_plain(extrapolate(pair.final, pair.weak_plain, k), x, pair.schedule, pair.grid,
                             callback=callback)

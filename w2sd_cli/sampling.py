@@ -217,15 +217,22 @@ def sample_plain(denoiser: Denoiser, x: Tensor, schedule: Schedule, grid: Sequen
     return sample_w2sd(denoiser, denoiser, denoiser, x, schedule, grid, lam=0, callback=callback)
 
 
-def extrapolate(strong: Denoiser, weak: Denoiser, k: float = 1.0) -> Denoiser:
-    """The first-order control ``eps_s + k (eps_s - eps_w)`` at the same point (autoguidance, w = 1 + k)."""
+def extrapolate(strong: Denoiser, weak: Denoiser, k: float = 1.0, base: Denoiser | None = None) -> Denoiser:
+    """The first-order control ``eps_base + k (eps_s - eps_w)`` at one point (autoguidance w = 1 + k).
+
+    ``base`` defaults to ``strong``: ``eps_s + k (eps_s - eps_w)``. With W2SD's reflection sides and the final
+    denoiser as ``base`` this is what one W2SD step equals to first order (METHOD.md §2); for a guidance pair
+    it is plain CFG at ``w_f + k (w_s - w_w)``.
+    """
+    parts = [strong, weak] if base is None or base is strong else [base, strong, weak]
 
     def denoise(x: Tensor, t: Level) -> Tensor:
         e_strong = strong(x, t)
-        return e_strong + k * (e_strong - weak(x, t))
+        e_base = e_strong if base is None or base is strong else base(x, t)
+        return e_base + k * (e_strong - weak(x, t))
 
-    denoise.nfe = int(getattr(strong, "nfe", 1)) + int(getattr(weak, "nfe", 1))  # type: ignore[attr-defined]
-    denoise.cost = float(getattr(strong, "cost", 1.0)) + float(getattr(weak, "cost", 1.0))  # type: ignore[attr-defined]
+    denoise.nfe = sum(int(getattr(d, "nfe", 1)) for d in parts)  # type: ignore[attr-defined]
+    denoise.cost = sum(float(getattr(d, "cost", 1.0)) for d in parts)  # type: ignore[attr-defined]
     return denoise
 
 

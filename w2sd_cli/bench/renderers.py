@@ -31,10 +31,10 @@ def builtin_renderer(kind: PairKind, card: PairCard, request: GenRequest) -> Any
 def _run(pair: PreparedPair, method: str, seed: int, request: GenRequest, observer: Callback | None) -> SampleResult:
     import torch
 
-    from w2sd_cli.bench.controls import sample
+    from w2sd_cli.methods import run_method
 
     with torch.inference_mode():
-        result = sample(pair, method, pair.noise(seed), lam=request.lam, rounds=request.rounds or 1,
+        result = run_method(pair, method, pair.noise(seed), lam=request.lam, rounds=request.rounds or 1,
                         k=float(request.extra.get("k", 1.0)), reference_interval=request.reference_interval,
                         callback=observer)
     if not bool(torch.isfinite(result.x).all()):

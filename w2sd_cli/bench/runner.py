@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from w2sd_cli.bench.controls import BENCH_METHODS
 from w2sd_cli.bench.grid import SEED_INDEX, Prompt, WorkItem, digest, expand, parse_seeds, prompt_dicts
 from w2sd_cli.bench.manifest import MergeResult, PartWriter, finished, merge, merge_lock, part_path
 from w2sd_cli.bench.render import SUFFIX, save_output
@@ -24,6 +23,7 @@ from w2sd_cli.cards import PairCard
 from w2sd_cli.errors import InputError, Interrupted, W2SDError
 from w2sd_cli.files import write_text_atomic
 from w2sd_cli.kinds.base import GenRequest, PairKind
+from w2sd_cli.methods import METHODS
 from w2sd_cli.pairs import PairRegistry, get_registry
 
 Observer = Callable[[dict[str, Any]], None]
@@ -153,10 +153,10 @@ def plan_job(request: BenchRequest, registry: PairRegistry | None = None) -> Ben
     entry = registry.get(request.pair)
     card, kind = entry.card, registry.kind(entry.card)
     kind.check(card)
-    unknown = [m for m in request.methods if m not in BENCH_METHODS]
+    unknown = [m for m in request.methods if m not in METHODS]
     if unknown or not request.methods:
         raise InputError(f"--methods: unknown {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {', '.join(BENCH_METHODS)}.")
+                         f"choose from {', '.join(METHODS)}.")
     shard = detect_shard(explicit=request.shard)
     gen = GenRequest(steps=request.steps, lam=request.lam, rounds=request.rounds, samples=request.samples,
                      cfg=request.cfg, width=request.width, height=request.height, dtype=request.dtype,
