@@ -57,6 +57,8 @@ class ImageSession:
     model_info: dict[str, Any] = field(default_factory=dict)
     prompts: dict[str, str] = field(default_factory=dict)
     shared: int = 0
+    controlnets: dict[str, Any] = field(default_factory=dict)
+    control: Tensor | None = None
 
     @classmethod
     def open(cls, card: PairCard, request: GenRequest, sides: dict[str, SideSpec], options: DiffusersOptions,
@@ -78,24 +80,33 @@ class ImageSession:
         down = 2 ** (len(strong.unet.config.down_block_types) - 1)
         check_size(width, height, strong.vae_scale_factor, strong.vae_scale_factor * down)
         encoders = _prompt_encoders(models, device, dtype, options.clip_skip)
-        prompts = {name: render_prompt(s.prompt, request.prompt or options.prompt, request.strong_prompt, name)
-                   for name, s in sides.items() if name != "weak_plain"}
-        prompts["weak_plain"] = prompts["weak"]
         control = None
         if controlnets and request.control_image is not None:
             control = load_control_image(request.control_image, width, height, options.control_preprocess,
                                          options.canny_low, options.canny_high)
         session = cls(device, dtype, width, height, sides, models, encoders, lora, None,  # type: ignore[arg-type]
-                      info, prompts)
-        session.shared = shared
-        session.pair = session._prepare(request, controlnets, control)
+                      info, shared=shared, controlnets=controlnets, control=control)
+        session.use_prompt(request.prompt or options.prompt, request)
         return session
+
+    def use_prompt(self, prompt: str, request: GenRequest) -> None:
+        """Render every side's prompt from ``prompt`` (and ``request.strong_prompt``) and rebuild the denoisers.
+
+        Models stay loaded; embeddings already computed are reused (``w2sd bench`` calls this per prompt).
+        """
+        prompts = {name: render_prompt(s.prompt, prompt, request.strong_prompt, name)
+                   for name, s in self.sides.items() if name != "weak_plain"}
+        self.prompts = {**prompts, "weak_plain": prompts["weak"]}
+        self.pair = self._prepare(request)
 
     @property
     def embeddings_computed(self) -> int:
         return sum(e.cached for e in _unique(list(self.encoders.values())))
 
-    def _prepare(self, request: GenRequest, controlnets: dict[str, Any], control: Tensor | None) -> PreparedPair:
+    def _prepare(self, request: GenRequest, controlnets: dict[str, Any] | None = None,
+                 control: Tensor | None = None) -> PreparedPair:
+        controlnets = self.controlnets if controlnets is None else controlnets
+        control = self.control if control is None else control
         strong = self.models[self.sides["strong"].model]
         config = strong.scheduler_config
         schedule = schedule_from_config(config)
