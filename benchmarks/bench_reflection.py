@@ -12,6 +12,9 @@ feed-forward projections; reflection LoRA 0.8 / -1.5 at CFG 1 / 1, final LoRA 0.
 (c) w2sd's measured time over the time its batch-aware NFE predicts (batch-1 calls × t1 + batch-2
     calls × t2), and over plain sampling's measured time scaled by the cost ratio.
 
+Every step is measured interleaved (t1, t2, then one step of each method from its own latent), so a load
+change on a shared machine hits all methods alike; figures are means over the reflected steps.
+
     python benchmarks/bench_reflection.py                 # SD 1.5 size, CPU, 64x64 latent, 3 steps
     python benchmarks/bench_reflection.py --size sdxl --latent 128 --device cuda --dtype float16
 """
@@ -201,13 +204,29 @@ def main() -> None:
     strong, weak, final, scales = w2sd_denoisers(unet, schedule, cond, uncond)
     forward_time(unet, x, cond, 1, 1)  # warm-up, both batch shapes
     forward_time(unet, x, cond, 2, 1)
-    t1, t2 = forward_time(unet, x, cond, 1, args.reps), forward_time(unet, x, cond, 2, args.reps)
 
-    ours, ours_steps = timed_sample(lambda cb: sample_w2sd(strong, weak, final, x, schedule, grid, lam=lam,
-                                                           callback=cb), device)
-    ref_x, ref_steps, ref_rewired = reference_loop(unet, x, schedule, grid, lam, cond, uncond)
-    rewiring = sum(ref_rewired)
-    plain, plain_steps = timed_sample(lambda cb: sample_plain(final, x, schedule, grid, callback=cb), device)
+    # Step by step, interleaved, so a load change on a shared machine hits every method alike:
+    # t1, t2, then one step of w2sd, of the reference loop and of plain sampling from their own latents.
+    x_ours, x_ref, x_plain = x, x, x
+    rows: list[dict[str, float]] = []
+    ours_cost = plain_cost = 0.0
+    ours_nfe = 0
+    for i in range(args.steps):
+        sub, reflect = grid[i:i + 2], 1 if i < lam else 0
+        t1, t2 = forward_time(unet, x, cond, 1, args.reps), forward_time(unet, x, cond, 2, args.reps)
+        ours, (ours_s,) = timed_sample(lambda cb, x0=x_ours, r=reflect, g=sub: sample_w2sd(
+            strong, weak, final, x0, schedule, g, lam=r, callback=cb), device)
+        x_ref, (ref_s,), (rewired_s,) = reference_loop(unet, x_ref, schedule, sub, reflect, cond, uncond)
+        plain, (plain_s,) = timed_sample(lambda cb, x0=x_plain, g=sub: sample_plain(final, x0, schedule, g,
+                                                                                    callback=cb), device)
+        x_ours, x_plain = ours.x, plain.x
+        ours_cost, plain_cost, ours_nfe = ours_cost + ours.cost, plain_cost + plain.cost, ours_nfe + ours.nfe
+        rows.append({"t1": t1, "t2": t2, "ours": ours_s, "reference": ref_s, "rewiring": rewired_s,
+                     "plain": plain_s, "reflect": reflect})
+    reflected = [r for r in rows if r["reflect"]]
+    t1 = sum(r["t1"] for r in rows) / len(rows)
+    t2 = sum(r["t2"] for r in rows) / len(rows)
+    rewiring = sum(r["rewiring"] for r in rows)
 
     switches = 200
     sync(device)
@@ -218,15 +237,16 @@ def main() -> None:
     switch = (time.perf_counter() - start) / switches
     rewires = 3 * lam
 
-    error = float((ours.x - ref_x).abs().max() / ref_x.abs().max())
-    reflected_ours, reflected_ref = sum(ours_steps[:lam]) / lam, sum(ref_steps[:lam]) / lam
-    bound = 3 * t2 / (2 * t1 + t2)
-    speedup = reflected_ref / reflected_ours
-    rewired_per_reflected_step = sum(ref_rewired[:lam]) / lam
-    speedup_network = (reflected_ref - rewired_per_reflected_step) / reflected_ours
-    predicted = lam * 2 * t1 + args.steps * t2  # batch-1 reflection legs, batch-2 final legs
-    ours_total, plain_total = sum(ours_steps), sum(plain_steps)
-    cost_ratio = ours.cost / plain.cost
+    error = float((x_ours - x_ref).abs().max() / x_ref.abs().max())
+    mean = lambda key, items: sum(r[key] for r in items) / len(items)  # noqa: E731
+    reflected_ours, reflected_ref = mean("ours", reflected), mean("reference", reflected)
+    rewired_per_reflected_step = mean("rewiring", reflected)
+    bound = sum(3 * r["t2"] / (2 * r["t1"] + r["t2"]) for r in reflected) / len(reflected)
+    speedup = sum(r["reference"] / r["ours"] for r in reflected) / len(reflected)
+    speedup_network = sum((r["reference"] - r["rewiring"]) / r["ours"] for r in reflected) / len(reflected)
+    predicted = sum(2 * r["t1"] * r["reflect"] + r["t2"] for r in rows)  # batch-1 reflection, batch-2 final legs
+    ours_total, plain_total = sum(r["ours"] for r in rows), sum(r["plain"] for r in rows)
+    cost_ratio = ours_cost / plain_cost
     figures = {
         "size": args.size, "latent": args.latent, "steps": args.steps, "lambda": lam, "device": str(device),
         "dtype": args.dtype, "threads": torch.get_num_threads(), "lora_layers": len(scales.slots),
@@ -244,11 +264,15 @@ def main() -> None:
         "c_ours_over_predicted": round(ours_total / predicted, 4),
         "c_plain_total_s": round(plain_total, 4), "c_cost_ratio": cost_ratio,
         "c_ours_over_plain_times_cost": round(ours_total / (plain_total * cost_ratio), 4),
-        "nfe": {"ours": ours.nfe, "cost_ours": ours.cost, "cost_plain": plain.cost},
+        "nfe": {"ours": ours_nfe, "cost_ours": ours_cost, "cost_plain": plain_cost},
+        "per_step": [{k: round(v, 5) for k, v in r.items()} for r in rows],
     }
     width = max(len(k) for k in figures)
     for key, value in figures.items():
-        print(f"{key:<{width}}  {value}")
+        if key != "per_step":
+            print(f"{key:<{width}}  {value}")
+    for row in figures["per_step"]:  # type: ignore[attr-defined]
+        print("step", row)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as stream:
             json.dump(figures, stream, indent=2)
