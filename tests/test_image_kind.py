@@ -296,3 +296,16 @@ def test_text_encoder_lora_scales_change_the_embeddings_once_per_scale(models: d
     enc = PromptEncoder("sd", model.tokenizers, model.text_encoders, torch.device("cpu"), torch.float32, lora=scales)
     assert torch.equal(enc.encode("a fox", {"w2sd_detail": 0.0}).hidden_states, base)
     assert not torch.allclose(enc.encode("a fox", {"w2sd_detail": 0.8}).hidden_states, base)
+
+
+def test_store_blobs_get_a_suffixed_link(isolated_home: Path, tmp_path: Path) -> None:
+    from w2sd_cli.kinds.image_session import _with_suffix
+
+    blob = tmp_path / ("ab" * 32)
+    blob.write_bytes(b"x")
+    link = _with_suffix(blob)
+    assert link.name.endswith(".safetensors") and link.resolve() == blob.resolve()
+    assert _with_suffix(blob) == link and link.parent == isolated_home / "links"
+    named = tmp_path / "lora.safetensors"
+    named.write_bytes(b"x")
+    assert _with_suffix(named) == named

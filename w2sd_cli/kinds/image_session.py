@@ -5,6 +5,7 @@ Imported only when an image pair runs (it imports torch and the diffusers adapte
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,10 +264,18 @@ def _lora_file(path: Path) -> Path:
 
 def _with_suffix(path: Path) -> Path:
     """Store blobs are named by hash; diffusers picks its reader by suffix, so link one with a suffix."""
+    from w2sd_cli.paths import home
+
     if path.suffix in (".safetensors", ".ckpt", ".pt", ".bin", ".pth") or not path.is_file():
         return path
-    link = Path(tempfile.mkdtemp(prefix="w2sd-")) / f"{path.name}.safetensors"
-    link.symlink_to(path.resolve())
+    folder = home() / "links"
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / f"{path.name}.safetensors"
+    if not (link.is_symlink() and link.resolve() == path.resolve()):
+        temp = Path(tempfile.mkdtemp(dir=folder)) / link.name
+        temp.symlink_to(path.resolve())
+        os.replace(temp, link)
+        temp.parent.rmdir()
     return link
 
 
