@@ -222,6 +222,22 @@ def test_cli_gen_with_user_cards(models: dict[str, Path], isolated_home: Path, t
         assert im.size == (24, 16)
 
 
+def test_cli_from_image_reproduces_the_pixels(models: dict[str, Path], isolated_home: Path, tmp_path: Path) -> None:
+    data = lora_card(models)
+    write_card(isolated_home, "tiny-lora", data["models"], strong=data["strong"], weak=data["weak"])
+    first, again = tmp_path / "first", tmp_path / "again"
+    result = _cli(["gen", "a fox", "--pair", "tiny-lora", "--steps", "3", "--lambda", "1", "--seed", "4",
+                   "--out", str(first)])
+    assert result.exit_code == 0, result.output
+    original = first / "tiny-lora-s4-w2sd.png"
+    result = _cli(["gen", "--from-image", str(original), "--out", str(again)])
+    assert result.exit_code == 0, result.output
+    assert "has changed" not in result.output
+    assert pixels(again / original.name) == pixels(original)
+    result = _cli(["gen", "--from-image", str(models["photo"]), "--out", str(again)])
+    assert result.exit_code == 1 and "carries no w2sd recipe" in result.output
+
+
 IMAGE_CARDS = ("hd-lora", "hd-lora-demo", "dreamshaper-sd15", "juggernaut-sdxl", "zsampling-sd15", "zsampling-sdxl",
                "juggernaut-cfg", "prompt-sd15", "controlnet-canny-sd15", "dpo-lora-sd15")
 

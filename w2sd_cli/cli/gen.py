@@ -39,6 +39,9 @@ def gen(
         "--reference-interval", help="Reproduce the reference code's off-by-one inversion interval.")] = False,
     offline: Offline = False,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle checkpoints.")] = False,
+    offload: Annotated[bool, typer.Option("--offload", help="Small GPUs: keep idle models on the CPU.")] = False,
+    from_image: Annotated[Path | None, typer.Option(
+        "--from-image", help="Reproduce a PNG written by w2sd gen from the recipe it carries.")] = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Generate with a pair: W2SD sampling, plus the weak and strong baselines with --compare."""
@@ -50,14 +53,22 @@ def gen(
     extra: dict[str, Any] = {}
     if class_label is not None:
         extra["class_label"] = class_label
+    if offload:
+        extra["offload"] = True
     request = GenRequest(
         prompt=prompt, seed=seed, steps=steps, lam=lam, rounds=rounds, out=out, device=device, dtype=dtype,
         num_images=num_images, compare=compare, width=width, height=height, cfg=cfg, strong_prompt=strong_prompt,
         negative_prompt=negative_prompt, control_image=control_image, reference_interval=reference_interval,
         offline=offline, allow_pickle=allow_pickle, samples=samples, extra=extra,
     )
+    expected_digest = None
+    if from_image is not None:
+        pair, request, expected_digest = _from_image(from_image, request)
     with PhaseProgress(quiet=json_output) as progress:
         entry, result = generate(pair or DEFAULT_PAIR, request, progress.observe)
+    if expected_digest is not None and expected_digest != entry.card.digest():
+        err_console.print(f"[yellow]warning:[/yellow] pair {entry.card.name!r} has changed since {from_image} was "
+                          "made (card digest differs); the result may differ.", markup=True)
     if json_output:
         print_json({**result.summary, "files": [str(f) for f in result.files]})
         return
@@ -65,6 +76,17 @@ def gen(
     for path in result.files:
         err_console.print(f"wrote {path}")
     del entry
+
+
+def _from_image(path: Path, request: Any) -> tuple[str, Any, str | None]:
+    """The pair and request a w2sd PNG was made with; output, device and offline flags stay the user's."""
+    from w2sd_cli.images import read_recipe, request_from_recipe
+
+    recipe = read_recipe(path)
+    pair, replay = request_from_recipe(recipe, out=request.out, device=request.device, offline=request.offline,
+                                       allow_pickle=request.allow_pickle)
+    digest = recipe.get("card_digest")
+    return pair, replay, digest if isinstance(digest, str) else None
 
 
 def _render_summary(summary: dict[str, Any]) -> None:
