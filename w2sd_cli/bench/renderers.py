@@ -106,16 +106,12 @@ class DiffusersRenderer:
 
     def _session_for(self, prompt: str) -> Any:
         from w2sd_cli.kinds.image_session import ImageSession
-        from w2sd_cli.kinds.image_sides import render_prompt
 
         request = replace(self.request, prompt=prompt)
         if self.session is None:
             self.session = ImageSession.open(self.card, request, self.sides, self.options, None)
         elif prompt != self.prompt:
-            prompts = {name: render_prompt(spec.prompt, prompt, None, name)
-                       for name, spec in self.sides.items() if name != "weak_plain"}
-            self.session.prompts = {**prompts, "weak_plain": prompts["weak"]}
-            self.session.pair = self.session._prepare(request, {}, None)
+            self.session.use_prompt(prompt, request)
         self.prompt = prompt
         return self.session
 
