@@ -1,6 +1,6 @@
 """Shapes-pair evidence: checker accuracy per attribute for weak, strong, W2SD and the controls, with diversity.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_shapes.py [--per-prompt 6] [--json out.json]
+    OMP_NUM_THREADS=1 python benchmarks/bench_shapes.py --self-pair [--per-prompt 6] [--json out.json]
 
 Items: every held-out composition (12) at every count (3), ``--per-prompt`` seeds each, full captions.
 Accuracy intervals are 95% bootstrap intervals over items; "Δall vs strong" is a paired bootstrap.
@@ -113,7 +113,7 @@ def markdown(report: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description="shapes pair: checker accuracy and diversity per method")
     parser.add_argument("--per-prompt", type=int, default=6, help="seeds per held-out caption (36 captions)")
-    parser.add_argument("--diversity-per-prompt", type=int, default=8, help="seeds per position-free caption")
+    parser.add_argument("--diversity-per-prompt", type=int, default=6, help="seeds per position-free caption")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--self-pair", action="store_true", help="add W2SD with weak = strong (control)")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw report here")
