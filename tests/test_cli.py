@@ -136,6 +136,18 @@ def test_ctrl_c_exits_130_and_leaves_no_partial_output(tmp_path: Path) -> None:
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.parametrize("args", [["--help"], ["pairs", "list"], ["pairs", "show", "gmm-2d"], ["plugins"]])
+def test_fast_paths_import_no_heavy_library(args: list[str], tmp_path: Path) -> None:
+    """`w2sd --help` and `w2sd pairs list` must stay fast: no torch, diffusers, transformers or peft on their path."""
+    code = ("import sys; from w2sd_cli.cli import main; sys.argv = ['w2sd', *sys.argv[1:]]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers', 'peft', 'huggingface_hub', 'matplotlib')"
+            " if m in sys.modules)\nprint('HEAVY', heavy, file=sys.stderr)")
+    env = {**os.environ, "W2SD_HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=60)
+    assert "HEAVY []" in result.stderr, result.stderr[-2000:]
+
+
 def test_version() -> None:
     result = invoke("--version")
     assert result.exit_code == 0 and result.stdout.startswith("w2sd ")  # type: ignore[attr-defined]
