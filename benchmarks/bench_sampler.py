@@ -32,7 +32,7 @@ class MLPDenoiser(torch.nn.Module):
         return self.net(torch.cat([x, torch.full_like(x[:, :1], float(t) / 1000)], dim=1))  # type: ignore[no-any-return]
 
 
-def timed_pair(first: Callable[[], object], second: Callable[[], object], repeats: int = 7) -> tuple[float, float]:
+def timed_pair(first: Callable[[], object], second: Callable[[], object], repeats: int = 15) -> tuple[float, float]:
     """Interleaved runs, the fastest of each: robust to other load on the machine."""
     first(), second()
     a, b = [], []
