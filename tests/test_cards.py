@@ -114,6 +114,20 @@ def test_local_paths_resolve_against_the_card_folder(tmp_path: Path) -> None:
     assert loaded.models["base"].path == str((tmp_path / "models/base").resolve())
 
 
+def test_digest_does_not_depend_on_where_the_card_is_installed(tmp_path: Path) -> None:
+    card = good_card()
+    card["models"] = {"base": {"path": "models/base"}}
+    digests = set()
+    for folder in ("a", "b/c"):
+        (tmp_path / folder).mkdir(parents=True)
+        path = tmp_path / folder / "demo.yaml"
+        path.write_text(yaml.safe_dump(card))
+        loaded = load_card(path)
+        assert loaded.models["base"].path == str((tmp_path / folder / "models/base").resolve())
+        digests.add(loaded.digest())
+    assert len(digests) == 1
+
+
 def test_digest_is_stable_and_sensitive() -> None:
     a, b = parse_card(good_card()), parse_card(good_card())
     assert a.digest() == b.digest() and len(a.digest()) == 16

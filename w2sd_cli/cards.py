@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from w2sd_cli.errors import CardError
 
@@ -138,6 +138,7 @@ class PairCard(Strict):
     options: dict[str, Any] = {}
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    _digest: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> PairCard:
@@ -153,8 +154,18 @@ class PairCard(Strict):
                     raise ValueError(f"{side_name}.{knob} names model {key!r}, not in models ({known})")
         return self
 
+    def model_copy(self, *, update: Any = None, deep: bool = False) -> PairCard:
+        """A copy; a changed copy forgets the digest recorded when the card was read."""
+        copy = super().model_copy(update=update, deep=deep)
+        if update:
+            copy._digest = None
+        return copy
+
     def digest(self) -> str:
-        """A short sha256 of the card's canonical JSON: what a result was made with."""
+        """A short sha256 of the card's canonical JSON as written (local paths before they are made absolute,
+        so the digest does not depend on where the card is installed): what a result was made with."""
+        if self._digest is not None:
+            return self._digest
         blob = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -177,7 +188,9 @@ def parse_card(data: Any, origin: str = "<card>", base_dir: Path | None = None) 
     except ValidationError as err:
         raise CardError(format_validation_error(err, origin)) from None
     if base_dir is not None:
+        digest = card.digest()
         card = _absolute_paths(card, base_dir)
+        card._digest = digest  # the copy made by _absolute_paths forgot it
     return card
 
 
