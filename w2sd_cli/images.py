@@ -6,15 +6,13 @@ can import this module at start-up.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from w2sd_cli.errors import InputError
+from w2sd_cli.files import atomic_path
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -87,18 +85,8 @@ def save_png(image: Image.Image, path: Path, recipe: Mapping[str, Any] | None = 
         if isinstance(recipe.get("prompt"), str):
             info.add_itxt("Description", recipe["prompt"])
     info.add_text("Software", "w2sd")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            image.save(stream, format="PNG", pnginfo=info)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    with atomic_path(path) as temp, temp.open("wb") as stream:
+        image.save(stream, format="PNG", pnginfo=info)
     return path
 
 

@@ -17,12 +17,12 @@ from urllib.parse import urljoin, urlsplit
 
 from w2sd_cli import __version__
 from w2sd_cli.errors import DownloadError, ModelError
+from w2sd_cli.files import fsync_dir
 from w2sd_cli.store.layout import (
     CHUNK,
     blob_dir,
     blob_lock,
     find_blob,
-    fsync_dir,
     part_path,
     quarantine,
     record_verified,
