@@ -219,11 +219,16 @@ def format_validation_error(err: ValidationError, origin: str) -> str:
     return f"{origin}: invalid pair card: " + "; ".join(problems) + "."
 
 
-def _absolute_paths(card: PairCard, base_dir: Path) -> PairCard:
-    models = {}
-    for key, ref in card.models.items():
+def absolute_model_paths(models: dict[str, ModelRef], base_dir: Path) -> dict[str, ModelRef]:
+    """``models`` with local ``path`` sources made absolute against ``base_dir`` (``~`` expanded)."""
+    resolved = {}
+    for key, ref in models.items():
         if ref.path is not None:
             p = Path(ref.path).expanduser()
             ref = ref.model_copy(update={"path": str(p if p.is_absolute() else (base_dir / p).resolve())})
-        models[key] = ref
-    return card.model_copy(update={"models": models})
+        resolved[key] = ref
+    return resolved
+
+
+def _absolute_paths(card: PairCard, base_dir: Path) -> PairCard:
+    return card.model_copy(update={"models": absolute_model_paths(card.models, base_dir)})

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import Field, ValidationError
 
-from w2sd_cli.cards import ModelRef, Strict, format_validation_error
+from w2sd_cli.cards import ModelRef, Strict, absolute_model_paths, format_validation_error
 from w2sd_cli.errors import CardError, ModelError, OfflineError
 from w2sd_cli.paths import home, registry_dir
 
@@ -52,12 +52,7 @@ def metric_card(name: str) -> MetricCard:
 
 
 def _absolute(card: MetricCard, base: Path) -> MetricCard:
-    models = {}
-    for key, ref in card.models.items():
-        if ref.path is not None and not Path(ref.path).expanduser().is_absolute():
-            ref = ref.model_copy(update={"path": str((base / ref.path).resolve())})
-        models[key] = ref
-    return card.model_copy(update={"models": models})
+    return card.model_copy(update={"models": absolute_model_paths(card.models, base)})
 
 
 def locate_model(card: MetricCard, key: str, options: MetricLoad) -> Path:
