@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from w2sd_cli.errors import Interrupted
 from w2sd_cli.kinds.base import GenRequest, GenResult
 from w2sd_cli.pairs import PairEntry, PairRegistry, get_registry
-from w2sd_cli.sampling import Callback
+
+if TYPE_CHECKING:
+    from w2sd_cli.sampling import Callback
 
 DEFAULT_PAIR = "shapes"
 
