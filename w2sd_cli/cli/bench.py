@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from w2sd_cli.cli.options import Device, JsonFlag, Lambda, Offline, PairName, Steps
+from w2sd_cli.cli.progress import ObserverProgress
 
 RunDir = Annotated[Path, typer.Argument(help="A run folder made by `w2sd bench`.")]
 AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle checkpoints (weights_only).")]
@@ -214,25 +215,13 @@ def check_sentence(result: dict[str, Any]) -> str:
             f"Run folder: {result['run_dir']}")
 
 
-class ItemProgress:
+class ItemProgress(ObserverProgress):
     """A rich bar over items (bench) or scored outputs (eval), with the current item's label."""
 
     def __init__(self, quiet: bool = False) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-        from w2sd_cli.cli.output import err_console
-
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[label]}"), TimeElapsedColumn(), console=err_console,
-                                 disable=quiet)
-        self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> ItemProgress:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
+        super().__init__(MofNCompleteColumn(), TextColumn("{task.fields[label]}"), TimeElapsedColumn(), quiet=quiet)
 
     def observe(self, info: dict[str, Any]) -> None:
         phase = info.get("phase")

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from w2sd_cli.cli.options import JsonFlag, Offline
+from w2sd_cli.cli.progress import ObserverProgress
 
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show the plan (files, sizes) and change nothing.")]
 
@@ -120,31 +121,13 @@ def prune(dry_run: DryRun = False, yes: Annotated[bool, typer.Option("--yes", "-
         err_console.print(f"freed {store.human(freed)}")
 
 
-class DownloadProgress:
+class DownloadProgress(ObserverProgress):
     """One rich bar per file, with speed and time left, on stderr; fed by the store's progress dicts."""
 
     def __init__(self, quiet: bool = False) -> None:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
+        from rich.progress import DownloadColumn, TimeRemainingColumn, TransferSpeedColumn
 
-        from w2sd_cli.cli.output import err_console
-
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                 TransferSpeedColumn(), TimeRemainingColumn(), console=err_console, disable=quiet)
-        self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> DownloadProgress:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
+        super().__init__(DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), quiet=quiet)
 
     def observe(self, info: dict[str, Any]) -> None:
         name = str(info.get("file"))

@@ -3,28 +3,45 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from w2sd_cli.cli.output import err_console
 
 
-class PhaseProgress:
-    """One bar per method (or image), advanced on each ``denoise`` phase; shows the current phase."""
+class ObserverProgress:
+    """Rich bars on stderr fed by a library callback: subclasses pick the columns and write ``observe``."""
 
-    def __init__(self, quiet: bool = False) -> None:
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[phase]}"), TimeElapsedColumn(),
-                                 console=err_console, transient=False, disable=quiet)
+    def __init__(self, *columns: ProgressColumn | str, quiet: bool = False) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), *columns, console=err_console,
+                                 disable=quiet)
         self.tasks: dict[str, TaskID] = {}
 
-    def __enter__(self) -> PhaseProgress:
+    def __enter__(self) -> Self:
         self.progress.__enter__()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
         self.progress.__exit__(kind, err, tb)
+
+    def observe(self, info: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class PhaseProgress(ObserverProgress):
+    """One bar per method (or image), advanced on each ``denoise`` phase; shows the current phase."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        super().__init__(MofNCompleteColumn(), TextColumn("{task.fields[phase]}"), TimeElapsedColumn(), quiet=quiet)
 
     def observe(self, info: dict[str, Any]) -> None:
         """The sampler's callback: ``i``, ``steps``, ``phase`` and optionally ``method``/``label``."""
