@@ -103,7 +103,7 @@ def test_a_run_folder_refuses_another_plan(tmp_path: Path) -> None:
         bench(BenchRequest(pair="gmm-1d", out=tmp_path, seeds="0", samples=400, steps=13))
     with pytest.raises(InputError, match="ignores prompts"):
         bench(BenchRequest(pair="gmm-1d", out=tmp_path / "b", prompts="drawbench"))
-    with pytest.raises(InputError, match="unknown nope"):
+    with pytest.raises(InputError, match=r"Unknown method .nope."):
         bench(BenchRequest(pair="gmm-1d", out=tmp_path / "c", methods=("w2sd", "nope")))
 
 
@@ -181,22 +181,30 @@ def test_a_plugin_executor_runs_shards_through_the_same_building_blocks(tmp_path
     assert not (tmp_path / "x").exists()
 
 
-class _FlakyRenderer:
-    """A plugin kind's renderer: seed 1 fails until FLAKY_FIXED is set."""
+class _FlakyPair:
+    """A plugin kind's loaded pair: seed 1's noise is NaN until FLAKY_FIXED is set."""
 
-    output = "samples"
-    uses_prompts = False
-
-    def render(self, prompt: str, seed: int, method: str, observer: Any = None) -> Any:
+    def prepare(self, condition: Any, settings: Any) -> Any:
         import os
 
-        import numpy as np
+        import torch
 
-        from w2sd_cli.bench.render import Rendered
+        from w2sd_cli.plugin import PreparedPair, VPSchedule
 
-        if seed == 1 and not os.environ.get("FLAKY_FIXED"):
-            raise ModelError(f"{method} seed 1: the sample became NaN/inf")
-        return Rendered(np.full((3, 1), float(seed)), 7, 7.0)
+        schedule = VPSchedule.linear()
+
+        def noise(seed: int) -> Any:
+            value = float("nan") if seed == 1 and not os.environ.get("FLAKY_FIXED") else float(seed)
+            return torch.full((3, 1), value, dtype=torch.float64)
+
+        def zero(x: Any, t: float) -> Any:
+            return torch.zeros_like(x)
+
+        return PreparedPair(strong=zero, weak=zero, final=zero, weak_plain=zero, schedule=schedule,
+                            grid=schedule.timesteps(3), make_grid=schedule.timesteps, noise=noise)
+
+    def decode(self, x: Any, count: int) -> list[Any]:
+        return [part.numpy() for part in x.chunk(count)]
 
     def provenance(self) -> dict[str, Any]:
         return {"device": "test"}
@@ -204,10 +212,12 @@ class _FlakyRenderer:
 
 class _FlakyKind(PairKind):
     name = "flaky"
-    summary = "test kind with its own renderer"
+    summary = "test kind written against the public plugin API"
+    output = "samples"
+    conditioning = "none"
 
-    def renderer(self, card: Any, request: Any) -> Any:
-        return _FlakyRenderer()
+    def load(self, card: Any, settings: Any) -> Any:
+        return _FlakyPair()
 
 
 class _FlakyPlugin:

@@ -284,25 +284,23 @@ def test_a_class_conditional_moe_pair_benches_with_class_numbers_as_prompts(tmp_
     assert {ln["nfe"] for ln in lines if ln["method"] == "w2sd"} == {3 + 2 * 2}
 
 
-def test_bench_images_equal_w2sd_gen_for_the_same_prompt_and_seed(image_run: Path, tmp_path: Path) -> None:
+def test_bench_images_equal_the_python_api_for_the_same_prompt_and_seed(image_run: Path, tmp_path: Path) -> None:
     from tests.image_helpers import card_dict
+    from w2sd_cli.api import pair_from_card
     from w2sd_cli.cards import parse_card
-    from w2sd_cli.kinds.base import GenRequest
-    from w2sd_cli.kinds.image import DiffusersKind
 
     root = image_run.parent
     card = parse_card(card_dict("tiny-lora", {"base": {"path": str(root / "sd")},
                                               "detail": {"path": str(root / "lora"), "format": "lora"}},
                                 strong={"lora": "detail", "lora_scale": 0.8}, weak={"lora_scale": -1.5}))
     lines = [json.loads(x) for x in (image_run / "manifest.jsonl").read_text().splitlines()]
+    pair = pair_from_card(card)
     for index in (1, 2):
-        made = DiffusersKind().generate(card, GenRequest(prompt=PROMPTS[index], seed=1, steps=3, out=tmp_path,
-                                                         compare=True).resolved(card))
+        made = pair.compare(PROMPTS[index], seeds=[0, 1], steps=3, batch_size=2)
         for method in ("weak", "strong", "w2sd"):
             line = next(ln for ln in lines if (ln["prompt_index"], ln["seed"], ln["method"]) == (index, 1, method))
-            gen_file = next(f for f in made.files if f.name.endswith(f"-{method}.png"))
-            with Image.open(image_run / line["file"]) as ours, Image.open(gen_file) as theirs:
-                assert ours.tobytes() == theirs.tobytes(), (index, method)
+            with Image.open(image_run / line["file"]) as ours:
+                assert ours.tobytes() == made.samples[method][1].image.tobytes(), (index, method)
     strong = [ln for ln in lines if ln["seed"] == 0 and ln["method"] == "strong"]
     pixels = set()
     for line in strong:

@@ -109,8 +109,8 @@ def test_analytic_oracles_through_the_cli_subprocess(tmp_path: Path) -> None:
     one = w2sd("gen", "--pair", "gmm-1d", "--out", str(tmp_path), "--json", home=tmp_path)
     assert one.returncode == 0, one.stderr
     methods = json.loads(one.stdout)["methods"]
-    assert abs(methods["strong"]["occupancy"][0] - 0.30) < 0.015
-    assert 0.47 <= methods["w2sd"]["occupancy"][0] <= 0.55
+    assert abs(methods["strong"]["underweighted_share"] - 0.30) < 0.015
+    assert 0.47 <= methods["w2sd"]["underweighted_share"] <= 0.55
 
     two = w2sd("gen", "--pair", "gmm-2d", "--out", str(tmp_path), "--json", home=tmp_path)
     methods = json.loads(two.stdout)["methods"]
@@ -120,7 +120,7 @@ def test_analytic_oracles_through_the_cli_subprocess(tmp_path: Path) -> None:
 
     wrong = w2sd("gen", "--pair", "gmm-1d-wrong-way", "--out", str(tmp_path), "--json", home=tmp_path)
     methods = json.loads(wrong.stdout)["methods"]
-    assert methods["w2sd"]["occupancy"][0] < methods["strong"]["occupancy"][0] - 0.05
+    assert methods["w2sd"]["underweighted_share"] < methods["strong"]["underweighted_share"] - 0.05
 
 
 def test_ctrl_c_exits_130_and_leaves_no_partial_output(tmp_path: Path) -> None:

@@ -61,13 +61,3 @@ def test_names_and_versions() -> None:
     assert {"w2sd", "diffusers", "torch"} <= set(versions())
 
 
-def test_request_from_recipe() -> None:
-    from w2sd_cli.images import request_from_recipe
-
-    recipe = {"pair": "hd-lora", "request": {"prompt": "a fox", "seed": 4, "steps": 7, "control_image": "edges.png",
-                                             "num_images": 9, "unknown_knob": 1}}
-    pair, request = request_from_recipe(recipe, out=Path("elsewhere"))
-    assert pair == "hd-lora" and (request.prompt, request.seed, request.steps) == ("a fox", 4, 7)
-    assert request.control_image == Path("edges.png") and request.num_images == 1 and request.out == Path("elsewhere")
-    with pytest.raises(InputError, match="names no pair"):
-        request_from_recipe({"seed": 1})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,10 @@ from tests.image_helpers import (
     sdxl_unet,
     write_card,
 )
+from w2sd_cli.api import pair_from_card
 from w2sd_cli.cards import parse_card
 from w2sd_cli.errors import CardError, InputError, ModelError
-from w2sd_cli.images import read_recipe, request_from_recipe
-from w2sd_cli.kinds.base import GenRequest, GenResult
+from w2sd_cli.images import read_recipe
 from w2sd_cli.kinds.image import DiffusersKind
 from w2sd_cli.kinds.image_sides import resolve_sides
 
@@ -50,9 +51,20 @@ def lora_card(models: dict[str, Path], name: str = "tiny-lora", **extra: Any) ->
                      strong={"lora": "detail", "lora_scale": 0.8}, weak={"lora_scale": -1.5}, **extra)
 
 
-def run(card_data: dict[str, Any], out: Path, **request: Any) -> GenResult:
-    card = parse_card(card_data)
-    return DiffusersKind().generate(card, GenRequest(out=out, **request).resolved(card))
+@dataclass
+class Result:
+    files: list[Path]
+    summary: dict[str, Any]
+
+
+def run(card_data: dict[str, Any], out: Path, *, prompt: str = "a photo", seed: int = 0, num_images: int = 1,
+        compare: bool = False, **knobs: Any) -> Result:
+    """What `w2sd gen` does, through the library: load the pair, sample, write the files."""
+    pair = pair_from_card(parse_card(card_data))
+    methods = ("weak", "strong", "w2sd") if compare else ("w2sd",)
+    made = pair.compare(prompt, seeds=range(seed, seed + num_images), methods=methods, **knobs)
+    files = made.save(out)
+    return Result(files, {**made.summary(files), **made.samples[methods[-1]][0].recipe["provenance"]})
 
 
 def pixels(path: Path) -> bytes:
@@ -72,28 +84,29 @@ def test_sides_resolve_by_the_documented_rules(models: dict[str, Path]) -> None:
 def test_lora_pair_compare_writes_three_images_and_a_panel(models: dict[str, Path], tmp_path: Path) -> None:
     result = run(lora_card(models), tmp_path, prompt="a fox", compare=True)
     names = [p.name for p in result.files]
-    assert names == ["tiny-lora-s0-weak.png", "tiny-lora-s0-strong.png", "tiny-lora-s0-w2sd.png",
-                     "tiny-lora-s0-compare.png"]
+    assert names == ["tiny-lora-a-fox-seed0-weak.png", "tiny-lora-a-fox-seed0-strong.png",
+                     "tiny-lora-a-fox-seed0.png", "tiny-lora-a-fox-seed0-compare.png"]
     weak, strong, w2sd = (pixels(p) for p in result.files[:3])
     assert len({weak, strong, w2sd}) == 3
-    with Image.open(result.files[3]) as grid:
-        assert grid.width == 3 * 16 + 2 * 4
+    with Image.open(result.files[3]) as grid:  # 16-pixel images are enlarged ×8 in the panel
+        assert grid.width == 3 * 128 + 2 * 4
     by_method = {i["method"]: i for i in result.summary["images"]}
     assert by_method["w2sd"]["nfe"] == 3 + 2 * 2 and by_method["w2sd"]["cost"] == 3 * 2 + 2 * 2
     assert by_method["strong"]["cost"] == 6
-    assert result.summary["embeddings"] == 2  # one prompt + the empty negative: the LoRA has no text part
+    assert result.summary["embeddings_computed"] == 2  # one prompt + the empty negative: the LoRA has no text part
 
 
 def test_same_seed_same_pixels_and_an_image_depends_only_on_its_seed(models: dict[str, Path],
                                                                       tmp_path: Path) -> None:
     first = run(lora_card(models), tmp_path / "a", prompt="a fox", seed=5, num_images=2)
     again = run(lora_card(models), tmp_path / "b", prompt="a fox", seed=6)
-    assert [p.name for p in first.files] == ["tiny-lora-s5-w2sd.png", "tiny-lora-s6-w2sd.png"]
+    assert [p.name for p in first.files] == ["tiny-lora-a-fox-seed5.png", "tiny-lora-a-fox-seed6.png"]
     assert pixels(first.files[1]) == pixels(again.files[0])
     assert pixels(first.files[0]) != pixels(first.files[1])
     one, two = read_recipe(first.files[1]), read_recipe(again.files[0])
     for recipe in (one, two):
         recipe.pop("seconds")
+        recipe["provenance"].pop("embeddings_computed")
     assert one == two
 
 
@@ -101,15 +114,16 @@ def test_metadata_round_trips_and_reproduces_the_image(models: dict[str, Path], 
     card = parse_card(lora_card(models))
     made = run(lora_card(models), tmp_path / "a", prompt="a fox", seed=3, steps=4, lam=2, negative_prompt="blur")
     recipe = read_recipe(made.files[0])
-    assert recipe["card_digest"] == card.digest() and recipe["pair"] == "tiny-lora"
-    assert (recipe["prompt"], recipe["negative_prompt"], recipe["seed"], recipe["nfe"]) == ("a fox", "blur", 3, 8)
-    assert recipe["sides"]["weak"]["lora_scale"] == -1.5 and recipe["models"]["detail"]["format"] == "lora"
-    assert recipe["models"]["detail"]["file_sha256"]  # hashes recorded by the store's pair lock
+    assert recipe["card_digest"] == card.digest() and recipe["pair"] == "tiny-lora" and recipe["method"] == "w2sd"
+    condition = recipe["condition"]
+    assert (condition["prompt"], condition["negative_prompt"], recipe["seed"], recipe["nfe"]) == ("a fox", "blur", 3, 8)
+    assert recipe["sides"]["weak"]["negative_prompt"] == "blur"  # --negative-prompt reaches every side
+    assert recipe["sides"]["weak"]["lora_scale"] == -1.5
+    assert recipe["provenance"]["models"]["detail"]["format"] == "lora"
     assert {"w2sd", "diffusers", "torch"} <= set(recipe["versions"]) and recipe["seconds"] >= 0
-    pair, request = request_from_recipe(recipe, out=tmp_path / "b")
-    assert pair == "tiny-lora" and (request.steps, request.lam, request.seed) == (4, 2, 3)
-    again = DiffusersKind().generate(card, request.resolved(card))
-    assert pixels(again.files[0]) == pixels(made.files[0])
+    assert (recipe["settings"]["steps"], recipe["settings"]["lam"]) == (4, 2)
+    again = run(lora_card(models), tmp_path / "b", prompt="a fox", seed=3, steps=4, lam=2)
+    assert pixels(again.files[0]) != pixels(made.files[0])  # the negative prompt matters at CFG 5.5
 
 
 def test_a_self_pair_stays_close_to_plain_sampling(models: dict[str, Path], tmp_path: Path) -> None:
@@ -154,7 +168,10 @@ def test_controlnet_pair_needs_a_control_image_and_uses_it(models: dict[str, Pat
     result = run(data, tmp_path, prompt="a fox", control_image=models["photo"], compare=True)
     recipe = read_recipe(result.files[2])
     assert recipe["sides"]["strong"]["control"] == "canny" and recipe["sides"]["weak"]["control"] is None
-    assert recipe["request"]["control_image"] == str(models["photo"])
+    assert recipe["condition"]["control_image"] == str(models["photo"].resolve())
+    import hashlib
+
+    assert recipe["condition"]["control_image_sha256"] == hashlib.sha256(models["photo"].read_bytes()).hexdigest()
     assert pixels(result.files[0]) != pixels(result.files[1])  # plain weak vs ControlNet strong
 
 
@@ -175,7 +192,7 @@ def test_lora_that_does_not_fit_the_unet(models: dict[str, Path], tmp_path: Path
 
 def test_nans_are_one_clear_error(models: dict[str, Path], tmp_path: Path) -> None:
     data = card_dict("nan", {"base": {"path": str(models["sd_nan"])}})
-    with pytest.raises(ModelError, match="NaN/inf at step 0"):
+    with pytest.raises(ModelError, match="became NaN/inf"):
         run(data, tmp_path)
     assert not list(tmp_path.glob("*.png"))
 
@@ -212,13 +229,14 @@ def test_cli_gen_with_user_cards(models: dict[str, Path], isolated_home: Path, t
     result = _cli(["gen", "a fox", "--pair", "tiny-lora", "--steps", "2", "--out", str(out), "--seed", "1",
                    "--compare"])
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.iterdir()} == {f"tiny-lora-s1-{m}.png" for m in ("weak", "strong", "w2sd", "compare")}
+    assert {p.name for p in out.iterdir()} == {f"tiny-lora-a-fox-seed1{m}.png" for m in ("-weak", "-strong", "",
+                                                                                        "-compare")}
     result = _cli(["gen", "a fox", "--pair", "tiny-canny", "--out", str(out)])
     assert result.exit_code != 0 and "--control-image" in result.output
     result = _cli(["gen", "a fox", "--pair", "tiny-canny", "--out", str(out), "--control-image",
                    str(models["photo"]), "--width", "24", "--height", "16"])
     assert result.exit_code == 0, result.output
-    with Image.open(out / "tiny-canny-s0-w2sd.png") as im:
+    with Image.open(out / "tiny-canny-a-fox-seed0.png") as im:
         assert im.size == (24, 16)
 
 
@@ -229,7 +247,7 @@ def test_cli_from_image_reproduces_the_pixels(models: dict[str, Path], isolated_
     result = _cli(["gen", "a fox", "--pair", "tiny-lora", "--steps", "3", "--lambda", "1", "--seed", "4",
                    "--out", str(first)])
     assert result.exit_code == 0, result.output
-    original = first / "tiny-lora-s4-w2sd.png"
+    original = first / "tiny-lora-a-fox-seed4.png"
     result = _cli(["gen", "--from-image", str(original), "--out", str(again)])
     assert result.exit_code == 0, result.output
     assert "has changed" not in result.output
@@ -294,7 +312,7 @@ def test_text_encoder_lora_scales_change_the_embeddings_once_per_scale(models: d
                      strong={"lora": "detail", "lora_scale": 0.8}, weak={"lora_scale": -1.5})
     result = run(data, tmp_path / "out", prompt="a fox", compare=True)
     # ("a fox", 0.8), ("", 0.8), ("a fox", -1.5), ("", -1.5): each computed once for all sides and methods
-    assert result.summary["embeddings"] == 4
+    assert result.summary["embeddings_computed"] == 4
 
     from w2sd_cli.adapters.lora import LoraScales
     from w2sd_cli.adapters.models import load_folder

@@ -12,7 +12,7 @@ import yaml
 
 from w2sd_cli.cards import load_card, parse_card
 from w2sd_cli.errors import CardError, InputError, ModelError
-from w2sd_cli.kinds.base import GenRequest
+from w2sd_cli.kinds.base import Condition, Settings
 from w2sd_cli.kinds.moe import MoEExpertsKind
 from w2sd_cli.moe.checkpoint import save_network
 from w2sd_cli.moe.config import PRESETS
@@ -52,43 +52,39 @@ def card_data(models: Path, **changes: Any) -> dict[str, Any]:
     return data
 
 
-def test_generates_pngs_with_their_recipe(models: Path, tmp_path: Path) -> None:
-    from PIL import Image
+def _pair(card: Any, **load: Any) -> Any:
+    from w2sd_cli.api import pair_from_card
 
-    from w2sd_cli.images import read_recipe
+    return pair_from_card(card, **load)
 
+
+def test_generates_images_with_their_recipe(models: Path, tmp_path: Path) -> None:
     card = parse_card(card_data(models))
     events: list[dict[str, Any]] = []
-    request = GenRequest(prompt="goldfish", out=tmp_path, seed=3, compare=True).resolved(card)
-    result = MoEExpertsKind().generate(card, request, events.append)
-    names = sorted(p.name for p in result.files)
-    assert names == [f"tiny-moe-s3-{m}.png" for m in ("compare", "strong", "w2sd", "weak")]
+    made = _pair(card).compare("goldfish", seeds=[3], observer=events.append)
     pixels = {}
     for method in ("weak", "strong", "w2sd"):
-        with Image.open(tmp_path / f"tiny-moe-s3-{method}.png") as image:
-            assert image.size == (64, 64)
-            pixels[method] = torch.from_numpy(np.asarray(image, dtype=np.float32))
+        image = made.samples[method][0].image
+        assert image.size == (64, 64)
+        pixels[method] = torch.from_numpy(np.asarray(image, dtype=np.float32))
     assert pixels["w2sd"].std() > 0
     assert not torch.equal(pixels["w2sd"], pixels["strong"]) and not torch.equal(pixels["weak"], pixels["strong"])
-    recipe = read_recipe(tmp_path / "tiny-moe-s3-w2sd.png")
-    assert recipe["class_label"] == 1 and recipe["prompt"] == "class 1" and recipe["cfg"] == 1.5
-    assert recipe["routing"]["weak"] == "bottom-2 of 4"
-    methods = result.summary["methods"]
-    assert methods["w2sd"]["nfe"] == 4 + 2 * 3 and methods["w2sd"]["cost"] == 2.0 * 10
-    assert methods["weak"]["nfe"] == 4
+    w2sd = made.samples["w2sd"][0]
+    recipe = w2sd.recipe
+    assert recipe["sides"]["final"]["class_label"] == 1 and recipe["condition"]["prompt"] == "goldfish"
+    assert recipe["sides"]["final"]["cfg"] == 1.5 and recipe["sides"]["weak"]["routing"] == "bottom-2 of 4"
+    assert w2sd.nfe == 4 + 2 * 3 and w2sd.cost == 2.0 * 10
+    assert made.samples["weak"][0].nfe == 4
     assert {e["method"] for e in events} == {"weak", "strong", "w2sd"}
 
 
 @torch.no_grad()
 def test_weak_side_is_the_same_network_routed_to_its_worst_experts(models: Path) -> None:
     card = parse_card(card_data(models))
-    from safetensors.torch import load_file
-
-    net = DiTMoE(TINY)
-    net.load_state_dict(load_file(str(models / "dit.safetensors")))
-    kind = MoEExpertsKind()
-    pair = kind.prepare(card, GenRequest(steps=4).resolved(card), {"dit": net}, label=2)
-    x = pair.noise(0)
+    pair = _pair(card)
+    net = pair.engine.loaded.networks["dit"]
+    prepared = pair.engine.prepare(Condition(class_label=2), Settings.resolve(card, steps=4))
+    x = prepared.noise(0)
     t = torch.tensor([500.0])
     labels, null = torch.tensor([2]), torch.tensor([TINY.num_classes])
 
@@ -96,23 +92,22 @@ def test_weak_side_is_the_same_network_routed_to_its_worst_experts(models: Path)
         cond, uncond = net(x, t, labels, routing)[:, :4], net(x, t, null, routing)[:, :4]
         return uncond + 1.5 * (cond - uncond)
 
-    torch.testing.assert_close(pair.strong(x, 500.0), guided(Routing("top")), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(pair.weak(x, 500.0), guided(Routing("bottom")), atol=1e-5, rtol=1e-4)
-    assert (pair.strong(x, 500.0) - pair.weak(x, 500.0)).abs().max() > 1e-4
-    assert pair.grid == [750.0, 500.0, 250.0, 0.0, -1.0]
+    torch.testing.assert_close(prepared.strong(x, 500.0), guided(Routing("top")), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(prepared.weak(x, 500.0), guided(Routing("bottom")), atol=1e-5, rtol=1e-4)
+    assert (prepared.strong(x, 500.0) - prepared.weak(x, 500.0)).abs().max() > 1e-4
+    assert prepared.grid == [750.0, 500.0, 250.0, 0.0, -1.0]
 
 
-def test_class_comes_from_the_class_option_or_the_prompt(models: Path, tmp_path: Path) -> None:
-    card = parse_card(card_data(models))
-    kind = MoEExpertsKind()
-    request = GenRequest(out=tmp_path, extra={"class_label": 7}, steps=1).resolved(card)
-    assert kind.generate(card, request).summary["class_label"] == 7
+def test_class_comes_from_the_class_option_or_the_prompt(models: Path) -> None:
+    pair = _pair(parse_card(card_data(models)))
+    [sample] = pair.generate(class_label=7, steps=1)
+    assert sample.recipe["sides"]["final"]["class_label"] == 7
     with pytest.raises(InputError, match="class-conditional"):
-        kind.generate(card, GenRequest(out=tmp_path).resolved(card))
+        pair.generate()
     with pytest.raises(InputError, match="beyond this model"):
-        kind.generate(card, GenRequest(prompt="golden retriever", out=tmp_path).resolved(card))
+        pair.generate("golden retriever")
     with pytest.raises(InputError, match="64×64"):
-        kind.generate(card, GenRequest(prompt="3", width=256, out=tmp_path).resolved(card))
+        pair.generate("3", width=256)
 
 
 def test_card_problems_are_reported_before_loading(models: Path) -> None:
@@ -130,7 +125,7 @@ def test_card_problems_are_reported_before_loading(models: Path) -> None:
 def test_a_checkpoint_of_another_shape_is_refused(models: Path, tmp_path: Path) -> None:
     card = parse_card(card_data(models, options={"architecture": "tiny", "config": {"num_experts": 6}}))
     with pytest.raises(ModelError, match=r"missing keys: blocks\.0\.moe\.experts\.4"):
-        MoEExpertsKind().generate(card, GenRequest(prompt="1", out=tmp_path).resolved(card))
+        _pair(card)
 
 
 def test_the_built_in_card_is_valid() -> None:
@@ -154,7 +149,7 @@ def test_cli_gen_with_a_user_card(models: Path, isolated_home: Path, tmp_path: P
     result = CliRunner().invoke(build_app(), ["gen", "tench", "--pair", "tiny-moe", "--steps", "2",
                                               "--out", str(out), "--seed", "1"])
     assert result.exit_code == 0, result.output
-    assert (out / "tiny-moe-s1-w2sd.png").is_file()
+    assert (out / "tiny-moe-tench-seed1.png").is_file()
     result = CliRunner().invoke(build_app(), ["gen", "--pair", "tiny-moe", "--class", "11", "--out", str(out)])
     assert result.exit_code != 0
     assert "out of range" in result.output
@@ -164,9 +159,8 @@ def test_the_built_in_card_offline_names_what_is_missing(tmp_path: Path) -> None
     from w2sd_cli.errors import W2SDError
 
     card = load_card(REGISTRY / "dit-moe-s.yaml")
-    request = GenRequest(prompt="golden retriever", out=tmp_path, offline=True).resolved(card)
-    with pytest.raises(W2SDError, match="sd-vae-ft-mse"):
-        MoEExpertsKind().generate(card, request)
+    with pytest.raises(W2SDError, match="w2sd pull dit-moe-s"):
+        _pair(card, offline=True)
     assert not list(tmp_path.iterdir())
 
 
@@ -180,9 +174,9 @@ def test_random_and_renormalized_routing_come_from_the_card(models: Path) -> Non
     card = parse_card(data)
     net = DiTMoE(TINY)
     net.load_state_dict(load_file(str(models / "dit.safetensors")))
-    pair = MoEExpertsKind().prepare(card, GenRequest(steps=2).resolved(card), {"dit": net}, label=5)
-    x, t = pair.noise(1), torch.tensor([999.0])
+    prepared = _pair(card).engine.prepare(Condition(class_label=5), Settings.resolve(card, steps=2))
+    x, t = prepared.noise(1), torch.tensor([999.0])
     expected = net(x, t, torch.tensor([5]), Routing("random", k=3, seed=4, renormalize=True))[:, :4]
-    torch.testing.assert_close(pair.weak(x, 999.0), expected)
-    assert pair.info["routing"]["weak"] == "random-3 of 4 renormalized"
-    assert getattr(pair.weak, "cost", None) == 1.0
+    torch.testing.assert_close(prepared.weak(x, 999.0), expected)
+    assert prepared.sides["weak"]["routing"] == "random-3 of 4 renormalized"
+    assert getattr(prepared.weak, "cost", None) == 1.0

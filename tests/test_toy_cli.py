@@ -17,7 +17,7 @@ def test_gen_shapes_writes_png_and_prints_the_checker_verdict(tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["pair"] == "shapes" and summary["prompt"] == "two red circles on the left"
-    assert set(summary["checker"]["checks"]) == {"colour", "count", "shape", "position"}
+    assert set(summary["verdicts"]["shapes-checker"]) == {"colour", "count", "shape", "position", "all"}
     (png,) = (Path(f) for f in summary["files"])
     assert png.parent == tmp_path and Image.open(png).size == (256, 256)
 
@@ -29,4 +29,5 @@ def test_gen_shapes_compare_writes_the_panel(tmp_path: Path) -> None:
                                               "--seed", "5", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [
-        "shapes-a-blue-square-at-the-top-seed5-compare.png", "shapes-a-blue-square-at-the-top-seed5.png"]
+        "shapes-a-blue-square-at-the-top-seed5-compare.png", "shapes-a-blue-square-at-the-top-seed5-strong.png",
+        "shapes-a-blue-square-at-the-top-seed5-weak.png", "shapes-a-blue-square-at-the-top-seed5.png"]

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from w2sd_cli.api import Pair
 from w2sd_cli.cards import load_card
+from w2sd_cli.engine import open_engine
 from w2sd_cli.errors import ModelError
-from w2sd_cli.kinds.base import GenRequest
+from w2sd_cli.kinds.base import LoadSettings, Settings
 from w2sd_cli.kinds.shapes import ToyUNetKind
 from w2sd_cli.paths import registry_dir
 
@@ -34,22 +35,25 @@ def test_card_points_at_shipped_fp16_weights_under_12_mb() -> None:
     assert total <= 12 * 2**20
 
 
-def test_generate_writes_an_upscaled_png_and_a_compare_panel(tmp_path: Path) -> None:
-    card = load_card(CARD)
-    request = GenRequest(prompt="two red circles on the left", seed=3, out=tmp_path, compare=True)
-    result = ToyUNetKind().generate(card, request)
-    image, strip = (Image.open(f) for f in result.files)
+def _pair(card: object) -> Pair:
+    kind = ToyUNetKind()
+    return Pair(card, kind, open_engine(card, kind, Settings.resolve(card), LoadSettings()))  # type: ignore[arg-type]
+
+
+def test_the_engine_makes_upscaled_images_with_the_checker_verdict() -> None:
+    pair = _pair(load_card(CARD))
+    made = pair.compare("two red circles on the left", seeds=[3])
+    assert list(made.samples) == ["weak", "strong", "w2sd"]
+    image = made.samples["w2sd"][0].image
     assert image.size == (256, 256)
-    assert strip.size[0] > 3 * 256 and strip.size[1] > 256
     pixels = np.asarray(image)
     assert np.array_equal(pixels[::8, ::8].repeat(8, 0).repeat(8, 1), pixels)  # nearest-neighbour blocks
-    summary = result.summary
-    assert [r["method"] for r in summary["images"]] == ["weak", "strong", "w2sd"]
-    assert summary["images"][2]["nfe"] == 25 + 2 * 24
-    assert set(summary["checker"]["checks"]) == {"colour", "count", "shape", "position"}
-    again = ToyUNetKind().generate(card, GenRequest(prompt="two red circles on the left", seed=3,
-                                                    out=tmp_path / "again"))
-    assert np.array_equal(np.asarray(Image.open(again.files[0])), pixels)
+    assert made.samples["w2sd"][0].nfe == 25 + 2 * 24
+    assert set(made.samples["w2sd"][0].verdicts["shapes-checker"]) == {"colour", "count", "shape", "position", "all"}
+    strip = made.panel(3)
+    assert strip.size[0] > 3 * 256 and strip.size[1] > 256
+    again = pair.generate("two red circles on the left", seeds=[3])[0]
+    assert np.array_equal(np.asarray(again.image), pixels)
 
 
 def test_missing_weights_name_the_training_command(tmp_path: Path) -> None:
@@ -57,7 +61,7 @@ def test_missing_weights_name_the_training_command(tmp_path: Path) -> None:
 
     card = toy_card(tmp_path / "nope", tmp_path / "nope")
     with pytest.raises(ModelError, match=r"w2sd_cli\.toy\.train"):
-        ToyUNetKind().generate(card, GenRequest(prompt="a red circle", out=tmp_path))
+        _pair(card)
 
 
 def test_strong_model_checker_accuracy_stays_above_the_floor() -> None:

@@ -135,6 +135,7 @@ class PairCard(Strict):
     weak: Side = Side()
     final: Side = Side()
     defaults: Defaults = Defaults()
+    metrics: list[str] = Field([], description="metrics that score every output (e.g. shapes-checker)")
     options: dict[str, Any] = {}
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -37,3 +37,8 @@ def register_metrics(register: Callable[[Any], None]) -> None:
 @hookspec
 def register_executors(register: Callable[[Any], None]) -> None:
     """Register bench executors (how work items are spread over processes or machines)."""
+
+
+@hookspec
+def register_methods(register: Callable[[Any], None]) -> None:
+    """Register sampling methods: call ``register(method)`` with a ``w2sd_cli.plugin.Method``."""

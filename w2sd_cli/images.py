@@ -18,8 +18,6 @@ if TYPE_CHECKING:
     from PIL import Image
     from torch import Tensor
 
-    from w2sd_cli.kinds.base import GenRequest
-
 RECIPE_KEY = "w2sd"
 """PNG text key holding the recipe as JSON (an iTXt chunk, UTF-8)."""
 RECIPE_VERSION = 1
@@ -118,27 +116,6 @@ def read_recipe(path: Path) -> dict[str, Any]:
     if recipe.get("recipe_version", RECIPE_VERSION) > RECIPE_VERSION:
         raise InputError(f"{path}: written by a newer w2sd (recipe version {recipe['recipe_version']}); upgrade w2sd.")
     return recipe
-
-
-def request_from_recipe(recipe: Mapping[str, Any], **overrides: Any) -> tuple[str, GenRequest]:
-    """The pair name and the request that made an image (``--from-image``), with ``overrides`` applied.
-
-    The recipe's ``request`` holds the knobs of that one image (its own seed, ``num_images`` 1); pass
-    ``out=...`` and the like as overrides. Compare ``recipe["card_digest"]`` with the card's digest to
-    tell the user when the card has changed since.
-    """
-    from dataclasses import fields
-
-    from w2sd_cli.kinds.base import GenRequest
-
-    pair, knobs = recipe.get("pair"), recipe.get("request")
-    if not isinstance(pair, str) or not isinstance(knobs, dict):
-        raise InputError("this image's recipe names no pair or request; it cannot be reproduced.")
-    names = {f.name for f in fields(GenRequest)} - {"out", "num_images", "compare"}
-    values = {k: v for k, v in knobs.items() if k in names}
-    if values.get("control_image") is not None:
-        values["control_image"] = Path(values["control_image"])
-    return pair, GenRequest(**{**values, **overrides})
 
 
 def panel(images: Sequence[tuple[str, Image.Image]], gap: int = 4) -> Image.Image:

@@ -23,6 +23,15 @@ class Conditioning:
     hidden_states: Tensor
     added: dict[str, Tensor] = field(default_factory=dict)
 
+    def to_batch(self, n: int) -> Conditioning:
+        """The same conditioning for a batch of ``n`` latents (a batch-1 conditioning is expanded, not copied)."""
+        if self.hidden_states.shape[0] == n:
+            return self
+        if self.hidden_states.shape[0] != 1:
+            raise ValueError(f"conditioning of batch {self.hidden_states.shape[0]} for {n} latents")
+        return Conditioning(self.hidden_states.expand(n, *self.hidden_states.shape[1:]),
+                            {k: v.expand(n, *v.shape[1:]) for k, v in self.added.items()})
+
     def batch(self, other: Conditioning) -> Conditioning:
         """Both branches stacked (``self`` first)."""
         added = {k: torch.cat([v, other.added[k]]) for k, v in self.added.items()}
@@ -81,14 +90,15 @@ class CFGDenoiser:
             return self._eps(x, t, self.cond)
         if self.cfg == 0.0:
             return self._eps(x, t, self.uncond)
-        both = self._eps(torch.cat([x, x]), t, self.uncond.batch(self.cond))
+        n = x.shape[0]
+        both = self._eps(torch.cat([x, x]), t, self.uncond.to_batch(n).batch(self.cond.to_batch(n)))
         e_uncond, e_cond = both.chunk(2)
         return e_uncond + self.cfg * (e_cond - e_uncond)
 
     def _eps(self, x: Tensor, t: Level, cond: Conditioning) -> Tensor:
         net_x = x.to(self.dtype) if self.dtype is not None else x
         timestep = torch.full((x.shape[0],), float(t), device=x.device)
-        out = self.network(net_x, timestep, cond).to(x.dtype)
+        out = self.network(net_x, timestep, cond.to_batch(x.shape[0])).to(x.dtype)
         if self.learned_sigma:
             out = out[:, : x.shape[1]]
         a = self.schedule.alpha_bar(t)

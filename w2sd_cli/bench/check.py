@@ -38,24 +38,25 @@ class CheckRequest:
     out: Path | None = None
 
 
-def defaults_for(kind: str) -> tuple[str | None, str]:
-    """Default prompt set and metric for a kind."""
-    if kind == "analytic":
-        return None, "mixture-stats"
-    if kind == "toy-unet":
-        return "shapes", "shapes-checker"
-    if kind == "moe-experts":
-        return None, "image-stats"
-    return "pickapic", "pickscore"
+def defaults_for(card: Any, kind: Any) -> tuple[str | None, str]:
+    """Default prompt set and metric of a pair: the card's first metric (and its own prompts), else PickScore."""
+    metric = card.metrics[0] if card.metrics else ("image-stats" if kind.conditioning == "class" else "pickscore")
+    if kind.conditioning == "none":
+        return None, metric
+    if metric == "shapes-checker":
+        return "shapes", metric
+    return (None if kind.conditioning == "class" else "pickapic"), metric
 
 
 def check_pair(request: CheckRequest, observer: Observer | None = None) -> dict[str, Any]:
     """Run (or resume) the short bench, score it and compare W2SD with strong on one metric column."""
-    entry = get_registry().get(request.pair)
-    default_prompts, default_metric = defaults_for(entry.card.kind)
+    registry = get_registry()
+    entry = registry.get(request.pair)
+    kind = registry.kind(entry.card)
+    default_prompts, default_metric = defaults_for(entry.card, kind)
     metric = request.metric or default_metric
     prompts = request.prompts or default_prompts
-    promptless = entry.card.kind == "analytic"
+    promptless = kind.conditioning == "none"
     seeds = request.count * request.seeds if promptless else request.seeds
     grid = digest({"prompts": prompts, "count": request.count, "seeds": request.seeds, "steps": request.steps,
                    "samples": request.samples}, 8)

@@ -16,11 +16,11 @@ from typing import Any
 
 from w2sd_cli.bench.manifest import PartWriter, merge, merge_lock, read_lines
 from w2sd_cli.bench.metrics.base import MetricLoad, get_metric, inputs_of, primary_key
-from w2sd_cli.bench.render import load_output
 from w2sd_cli.bench.runner import read_plan
 from w2sd_cli.cards import PairCard
 from w2sd_cli.errors import InputError
 from w2sd_cli.files import write_text_atomic
+from w2sd_cli.outputs import load_output
 
 Observer = Callable[[dict[str, Any]], None]
 SCORES = "scores"

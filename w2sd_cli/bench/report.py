@@ -17,9 +17,9 @@ from typing import Any
 from w2sd_cli.bench.analysis import Report, Row, analyse
 from w2sd_cli.bench.manifest import merge as merge_parts
 from w2sd_cli.bench.manifest import read_lines
-from w2sd_cli.bench.render import load_output
 from w2sd_cli.bench.runner import read_plan
 from w2sd_cli.files import atomic_path, write_text_atomic
+from w2sd_cli.outputs import load_output
 
 GRID_METHODS = (("weak", "weak"), ("strong", "strong"), ("w2sd", "W2SD"))
 GRID_PROMPTS = 8

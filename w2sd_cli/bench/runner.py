@@ -17,13 +17,13 @@ from typing import Any, Protocol
 
 from w2sd_cli.bench.grid import SEED_INDEX, Prompt, WorkItem, digest, expand, parse_seeds, prompt_dicts
 from w2sd_cli.bench.manifest import MergeResult, PartWriter, finished, merge, merge_lock, part_path
-from w2sd_cli.bench.render import SUFFIX, save_output
 from w2sd_cli.bench.shard import Shard, detect_shard
 from w2sd_cli.cards import PairCard
 from w2sd_cli.errors import InputError, Interrupted, W2SDError
 from w2sd_cli.files import write_text_atomic
-from w2sd_cli.kinds.base import GenRequest, PairKind
-from w2sd_cli.methods import METHODS
+from w2sd_cli.kinds.base import Condition, LoadSettings, PairKind, Settings
+from w2sd_cli.methods import get_method
+from w2sd_cli.outputs import SUFFIX, save_output, sha256_of
 from w2sd_cli.pairs import PairRegistry, get_registry
 
 Observer = Callable[[dict[str, Any]], None]
@@ -58,22 +58,35 @@ class BenchRequest:
     shard: str | None = None
     executor: str = "local"
     keep_going: bool = False
+    batch_size: int = 1
 
 
 @dataclass
 class BenchJob:
-    """Everything an executor needs: the run folder, its plan, the loaded card and kind, the request."""
+    """Everything an executor needs: the run folder, its plan, the card and kind, how to load and sample.
+
+    ``open_engine()`` loads the pair (once per process): executors call it where the items are rendered.
+    """
 
     run_dir: Path
     plan: dict[str, Any]
     items: list[WorkItem]
     card: PairCard
     kind: PairKind
-    request: GenRequest
+    settings: Settings
+    load: LoadSettings
     shard: Shard
-    renderer: Any = None
-    """The kind's renderer (cheap to build; it loads models on its first render)."""
     keep_going: bool = False
+    batch_size: int = 1
+    engine: Any = None
+
+    def open_engine(self) -> Any:
+        """The engine of this job's pair (loaded on first use, kept after)."""
+        if self.engine is None:
+            from w2sd_cli.engine import open_engine
+
+            self.engine = open_engine(self.card, self.kind, self.settings, self.load, metrics=[])
+        return self.engine
 
 
 @dataclass
@@ -153,30 +166,30 @@ def plan_job(request: BenchRequest, registry: PairRegistry | None = None) -> Ben
     entry = registry.get(request.pair)
     card, kind = entry.card, registry.kind(entry.card)
     kind.check(card)
-    unknown = [m for m in request.methods if m not in METHODS]
-    if unknown or not request.methods:
-        raise InputError(f"--methods: unknown {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {', '.join(METHODS)}.")
+    if not request.methods:
+        raise InputError("--methods is empty: give at least one method, e.g. --methods strong,w2sd.")
+    for method in request.methods:
+        get_method(method)
     shard = detect_shard(explicit=request.shard)
-    gen = GenRequest(steps=request.steps, lam=request.lam, rounds=request.rounds, samples=request.samples,
-                     cfg=request.cfg, width=request.width, height=request.height, dtype=request.dtype,
-                     device=_device(request.device, shard), reference_interval=request.reference_interval,
-                     offline=request.offline, allow_pickle=request.allow_pickle, out=request.out,
-                     extra={"k": request.k}).resolved(card)
-    renderer_probe = kind.renderer(card, gen)
-    prompts, prompt_set = _prompts(request, bool(getattr(renderer_probe, "uses_prompts", True)))
-    settings = {"steps": gen.steps, "lam": gen.lam, "rounds": gen.rounds, "k": request.k, "samples": gen.samples,
-                "cfg": gen.cfg, "width": gen.width, "height": gen.height, "dtype": gen.dtype,
-                "reference_interval": gen.reference_interval}
+    sampler = Settings.resolve(card, steps=request.steps, lam=request.lam, rounds=request.rounds, k=request.k,
+                               samples=request.samples, cfg=request.cfg, width=request.width, height=request.height,
+                               reference_interval=request.reference_interval)
+    load = LoadSettings(device=_device(request.device, shard), dtype=request.dtype, offline=request.offline,
+                        allow_pickle=request.allow_pickle)
+    prompts, prompt_set = _prompts(request, kind.conditioning != "none")
+    settings = {"steps": sampler.steps, "lam": sampler.lam, "rounds": sampler.rounds, "k": request.k,
+                "samples": sampler.samples, "cfg": sampler.cfg, "width": sampler.width, "height": sampler.height,
+                "dtype": request.dtype, "reference_interval": sampler.reference_interval}
     seeds = parse_seeds(request.seeds)
     items = expand(prompts, seeds, list(request.methods), card.digest(), digest(settings))
     plan = {"format": 1, "pair": card.name, "kind": card.kind, "card_digest": card.digest(),
             "card": card.model_dump(mode="json", by_alias=True), "settings": settings,
             "settings_digest": digest(settings), "prompt_set": prompt_set, "prompts": prompt_dicts(prompts),
-            "seeds": seeds, "methods": list(request.methods), "output": getattr(renderer_probe, "output", "image"),
+            "seeds": seeds, "methods": list(request.methods), "output": kind.output,
             "ids": [i.id for i in items]}
     _bind(request.out, plan)
-    return BenchJob(request.out, plan, items, card, kind, gen, shard, renderer_probe, request.keep_going)
+    return BenchJob(request.out, plan, items, card, kind, sampler, load, shard, request.keep_going,
+                    request.batch_size)
 
 
 def _device(device: str, shard: Shard) -> str:
@@ -263,39 +276,71 @@ def run_share(job: BenchJob, shard: Shard, observer: Observer | None = None) -> 
                        "world": shard.world})
     if not todo:
         return ShareResult(0, skipped)
-    renderer = job.renderer or job.kind.renderer(job.card, job.request)
+    engine = job.open_engine()
     from w2sd_cli.images import versions
 
     context = {"versions": versions(), "rank": shard.rank, "world": shard.world, "host": socket.gethostname()}
-    failed = 0
+    failed = done_count = 0
     with PartWriter(part_path(job.run_dir, shard.rank)) as writer:
-        for n, item in enumerate(todo):
-            _notify(observer, {"phase": "item", "done": n, "total": len(todo), "label": _label(item)})
+        for batch in batches(todo, job.batch_size):
+            labels = ", ".join(_label(i) for i in batch)
+            _notify(observer, {"phase": "item", "done": done_count, "total": len(todo), "label": labels})
             try:
-                line = _render_item(job, renderer, item, observer)
+                lines = _render_batch(job, engine, batch, observer)
             except W2SDError as err:
                 if not job.keep_going:
                     raise
-                failed += 1
+                failed += len(batch)
                 with PartWriter(job.run_dir / f"failures.rank-{shard.rank}.jsonl") as failures:
-                    failures.append({**item.as_dict(), "error": str(err), **context, "at": _now()})
+                    for item in batch:
+                        failures.append({**item.as_dict(), "error": str(err), **context, "at": _now()})
                 continue
-            writer.append({**line, **context, "warmup": n == 0, "finished_at": _now()})
-            _notify(observer, {"phase": "item", "done": n + 1, "total": len(todo), "label": _label(item)})
+            for line in lines:
+                writer.append({**line, **context, "warmup": done_count == 0, "finished_at": _now()})
+                done_count += 1
+            _notify(observer, {"phase": "item", "done": done_count, "total": len(todo), "label": labels})
     return ShareResult(len(todo) - failed, skipped, failed)
 
 
-def _render_item(job: BenchJob, renderer: Any, item: WorkItem, observer: Observer | None) -> dict[str, Any]:
-    """Render and save one item; return its manifest line (without the per-process fields)."""
-    started = time.perf_counter()
-    rendered = renderer.render(item.prompt.text, item.seed, item.method, _tagged(observer, item))
-    seconds = round(time.perf_counter() - started, 3)
-    rel = f"items/{item.stem()}{SUFFIX[renderer.output]}"
-    recipe = {**item.as_dict(), "pair": job.card.name, "kind": job.card.kind, "card_digest": job.plan["card_digest"],
-              "settings": job.plan["settings"], "nfe": rendered.nfe, "cost": rendered.cost}
-    sha = save_output(rendered, renderer.output, job.run_dir / rel, recipe)
-    return {**recipe, "settings_digest": job.plan["settings_digest"], "file": rel, "sha256": sha,
-            "output": renderer.output, **rendered.info, "provenance": renderer.provenance(), "seconds": seconds}
+def batches(items: list[WorkItem], size: int) -> list[list[WorkItem]]:
+    """Consecutive items of one prompt and one method, at most ``size`` seeds each (one network batch)."""
+    groups: list[list[WorkItem]] = []
+    open_groups: dict[tuple[int, str], list[WorkItem]] = {}
+    for item in items:
+        key = (item.prompt.index, item.method)
+        group = open_groups.get(key)
+        if group is None or len(group) >= size or group[-1].prompt != item.prompt:
+            group = []
+            groups.append(group)
+            open_groups[key] = group
+        group.append(item)
+    return groups
+
+
+def _render_batch(job: BenchJob, engine: Any, batch: list[WorkItem], observer: Observer | None
+                  ) -> list[dict[str, Any]]:
+    """Render one batch (one prompt and method, several seeds) through the engine; save each output."""
+    first = batch[0]
+    condition = Condition(prompt=first.prompt.text)
+    samples = engine.render(condition, [i.seed for i in batch], first.method, observer=_tagged(observer, first))
+    suffix = SUFFIX[job.kind.output]
+    lines = []
+    for item, sample in zip(batch, samples, strict=True):
+        rel = f"items/{item.stem()}{suffix}"
+        recipe = {**item.as_dict(), "pair": job.card.name, "kind": job.card.kind,
+                  "card_digest": job.plan["card_digest"], "settings": job.plan["settings"], "nfe": sample.nfe,
+                  "cost": sample.cost}
+        path = save_output(sample.output, job.kind.output, job.run_dir / rel, {**sample.recipe, **recipe})
+        line = {**recipe, "settings_digest": job.plan["settings_digest"], "file": rel, "sha256": sha256_of(path),
+                "output": job.kind.output, "provenance": sample.recipe["provenance"], "seconds": sample.seconds,
+                "batch": len(batch)}
+        if sample.same_as:
+            line["same_as"] = sample.same_as
+        class_label = (sample.recipe.get("sides") or {}).get("final", {}).get("class_label")
+        if class_label is not None:
+            line["class_label"] = class_label
+        lines.append(line)
+    return lines
 
 
 def failures(run_dir: Path) -> list[dict[str, Any]]:

@@ -49,6 +49,8 @@ def bench(
     executor: Annotated[str, typer.Option("--executor", help="local, or one a plugin registers.")] = "local",
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Log an item that fails (a NaN image, say) "
                                              "and go on; the next run retries it.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Seeds per network call (outputs "
+                                            "are the same at any batch size).")] = 1,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: w2sd-bench/PAIR).")] = None,
     offline: Offline = False,
     allow_pickle: AllowPickle = False,
@@ -64,7 +66,7 @@ def bench(
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()), steps=steps, lam=lam, rounds=rounds,
         k=k, samples=samples, cfg=cfg, width=width, height=height, dtype=dtype, device=device,
         reference_interval=reference_interval, offline=offline, allow_pickle=allow_pickle, shard=shard,
-        executor=executor, keep_going=keep_going)
+        executor=executor, keep_going=keep_going, batch_size=batch_size)
     with ItemProgress(quiet=json_output) as progress:
         outcome = run_bench(request, progress.observe)
     merged = outcome.merged

@@ -1,4 +1,4 @@
-"""`w2sd gen`: sample a pair (W2SD, and with --compare its weak and strong sides too)."""
+"""`w2sd gen`: sample a pair (W2SD, and with --compare its weak and strong sides too) and write the outputs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
 
 def gen(
-    prompt: Annotated[str | None, typer.Argument(help="What to generate (image pairs).")] = None,
+    prompt: Annotated[str | None, typer.Argument(help="What to generate (a class name for class pairs).")] = None,
     pair: Annotated[str | None, typer.Option("--pair", "-p", help="Pair name or alias (default: shapes).")] = None,
     seed: Seed = None,
     steps: Steps = None,
@@ -25,10 +25,15 @@ def gen(
     device: Device = "auto",
     dtype: Annotated[str | None, typer.Option("--dtype", help="float32, float16 or bfloat16.")] = None,
     num_images: Annotated[int, typer.Option("--num-images", "-n", min=1, help="Images (seed, seed+1, ...).")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Seeds per network call.")] = 1,
     compare: Annotated[bool, typer.Option("--compare", help="Also weak and strong, same seed, in a panel.")] = False,
+    methods: Annotated[str | None, typer.Option(
+        "--methods", help="Comma list of methods instead (weak, strong, w2sd, first-order, extrapolate, "
+        "equal-nfe, or a plugin's).")] = None,
     width: Annotated[int | None, typer.Option("--width", min=8)] = None,
     height: Annotated[int | None, typer.Option("--height", min=8)] = None,
     cfg: Annotated[float | None, typer.Option("--cfg", min=0.0, help="Final denoise CFG scale.")] = None,
+    k: Annotated[float | None, typer.Option("--k", help="Weight of the first-order/extrapolate controls.")] = None,
     strong_prompt: Annotated[str | None, typer.Option("--strong-prompt", help="Prompt pairs: refined prompt.")] = None,
     negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
     control_image: Annotated[Path | None, typer.Option("--control-image", help="Pipeline pairs: edge map or photo.")]
@@ -41,64 +46,75 @@ def gen(
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle checkpoints.")] = False,
     offload: Annotated[bool, typer.Option("--offload", help="Small GPUs: keep idle models on the CPU.")] = False,
     from_image: Annotated[Path | None, typer.Option(
-        "--from-image", help="Reproduce a PNG written by w2sd gen from the recipe it carries.")] = None,
+        "--from-image", help="Make a PNG written by w2sd again from the recipe it carries (same method).")] = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Generate with a pair: W2SD sampling, plus the weak and strong baselines with --compare."""
-    from w2sd_cli.cli.output import err_console, print_json
+    from w2sd_cli.api import load_pair
+    from w2sd_cli.cli.output import err_console, print_json, warn
     from w2sd_cli.cli.progress import PhaseProgress
-    from w2sd_cli.generate import DEFAULT_PAIR, generate
-    from w2sd_cli.kinds.base import GenRequest
 
-    extra: dict[str, Any] = {}
-    if class_label is not None:
-        extra["class_label"] = class_label
-    if offload:
-        extra["offload"] = True
-    request = GenRequest(
-        prompt=prompt, seed=seed, steps=steps, lam=lam, rounds=rounds, out=out, device=device, dtype=dtype,
-        num_images=num_images, compare=compare, width=width, height=height, cfg=cfg, strong_prompt=strong_prompt,
-        negative_prompt=negative_prompt, control_image=control_image, reference_interval=reference_interval,
-        offline=offline, allow_pickle=allow_pickle, samples=samples, extra=extra,
-    )
+    knobs: dict[str, Any] = dict(steps=steps, lam=lam, rounds=rounds, k=k, cfg=cfg, width=width, height=height,
+                                 samples=samples, reference_interval=reference_interval,
+                                 strong_prompt=strong_prompt, negative_prompt=negative_prompt,
+                                 control_image=control_image, class_label=class_label)
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     expected_digest = None
     if from_image is not None:
-        pair, request, expected_digest = _from_image(from_image, request)
+        pair, prompt, seed, chosen, knobs, expected_digest = _from_image(from_image)
+        num_images = 1
     with PhaseProgress(quiet=json_output) as progress:
-        entry, result = generate(pair or DEFAULT_PAIR, request, progress.observe)
-    if expected_digest is not None and expected_digest != entry.card.digest():
-        err_console.print(f"[yellow]warning:[/yellow] pair {entry.card.name!r} has changed since {from_image} was "
-                          "made (card digest differs); the result may differ.", markup=True)
+        loaded = load_pair(pair, device=device, dtype=dtype, offline=offline or None, allow_pickle=allow_pickle,
+                           offload=offload, observer=progress.observe)
+        if expected_digest is not None and expected_digest != loaded.card.digest():
+            warn(f"pair {loaded.name!r} has changed since {from_image} was made (card digest differs); "
+                 "the result may differ.")
+        if chosen is None:
+            chosen = list(loaded.kind.compare_methods if compare else loaded.kind.gen_methods)
+        seeds = list(range(seed if seed is not None else loaded.card.defaults.seed,
+                           (seed if seed is not None else loaded.card.defaults.seed) + num_images))
+        made = loaded.compare(prompt, seeds=seeds, methods=chosen, batch_size=batch_size, observer=progress.observe,
+                              **knobs)
+    files = made.save(out)
+    summary = made.summary(files)
     if json_output:
-        print_json({**result.summary, "files": [str(f) for f in result.files]})
+        print_json(summary)
         return
-    _render_summary(result.summary)
-    for path in result.files:
-        err_console.print(f"wrote {path}")
-    del entry
+    for message in summary["warnings"]:
+        warn(message)
+    _render_summary(summary)
+    for path in files:
+        err_console.print(f"wrote {path}", markup=False)
 
 
-def _from_image(path: Path, request: Any) -> tuple[str, Any, str | None]:
-    """The pair and request a w2sd PNG was made with; output, device and offline flags stay the user's."""
-    from w2sd_cli.images import read_recipe, request_from_recipe
+def _from_image(path: Path) -> tuple[str, str, int, list[str], dict[str, Any], str | None]:
+    """The pair, prompt, seed, method(s) and knobs a w2sd PNG was made with."""
+    from w2sd_cli.errors import InputError
+    from w2sd_cli.images import read_recipe
 
     recipe = read_recipe(path)
-    pair, replay = request_from_recipe(recipe, out=request.out, device=request.device, offline=request.offline,
-                                       allow_pickle=request.allow_pickle)
+    try:
+        condition, settings = dict(recipe["condition"]), dict(recipe["settings"])
+        pair, seed, method = str(recipe["pair"]), int(recipe["seed"]), str(recipe["method"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{path}: its recipe is from an older w2sd and lacks the condition or settings; "
+                         "make the image again with `w2sd gen`.") from None
+    methods = [str(m) for m in recipe.get("panel") or [method]]
+    knobs = {key: settings.get(key) for key in ("steps", "lam", "rounds", "k", "cfg", "width", "height", "samples")}
+    knobs.update(reference_interval=bool(settings.get("reference_interval")),
+                 strong_prompt=condition.get("strong_prompt"), negative_prompt=condition.get("negative_prompt"),
+                 control_image=condition.get("control_image"), class_label=condition.get("class_label"))
     digest = recipe.get("card_digest")
-    return pair, replay, digest if isinstance(digest, str) else None
+    return pair, str(condition.get("prompt") or ""), seed, methods, knobs, digest if isinstance(digest, str) else None
 
 
 def _render_summary(summary: dict[str, Any]) -> None:
     from w2sd_cli.cli.output import err_console, table
 
-    methods = summary.get("methods")
-    if isinstance(methods, dict) and methods:
-        keys: list[str] = []
-        for stats in methods.values():
-            keys += [k for k in stats if k not in keys]
-        rows = [[name, *(stats.get(k) for k in keys)] for name, stats in methods.items()]
-        err_console.print(table(f"pair {summary.get('pair')}", ["method", *keys], rows))
-    scalars = [[k, v] for k, v in summary.items() if k != "methods" and not isinstance(v, dict | list)]
-    if scalars:
-        err_console.print(table(None, ["", "value"], scalars))
+    methods = summary["methods"]
+    keys: list[str] = []
+    for stats in methods.values():
+        keys += [k for k in stats if k not in keys]
+    rows = [[name, *(stats.get(k) for k in keys)] for name, stats in methods.items()]
+    title = f"pair {summary['pair']}, seed {summary['seed']}" + (f": {summary['prompt']}" if summary["prompt"] else "")
+    err_console.print(table(title, ["method", *keys], rows))

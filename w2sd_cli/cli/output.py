@@ -17,6 +17,13 @@ def render_error(message: str) -> None:
     err_console.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True, markup=True, emoji=False)
 
 
+def warn(message: str) -> None:
+    """A warning line on stderr (the message is shown literally, never as markup)."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("warning: ", "yellow"), message), soft_wrap=True)
+
+
 def print_json(data: Any) -> None:
     """Machine-readable output on stdout."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")

@@ -7,28 +7,22 @@ and any mix of them, are all cards of this one kind. Sampling goes through the s
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from w2sd_cli.cards import PairCard, Strict
-from w2sd_cli.errors import CardError, InputError, ModelError
-from w2sd_cli.kinds.base import GenRequest, GenResult, PairKind
+from w2sd_cli.errors import CardError, ModelError
+from w2sd_cli.kinds.base import LoadSettings, PairKind
 from w2sd_cli.kinds.image_sides import render_prompt, resolve_sides
 
 if TYPE_CHECKING:
-    from w2sd_cli.kinds.image_session import ImageSession
-    from w2sd_cli.sampling import Callback
-
-COMPARE = (("weak", "weak"), ("strong", "strong"), ("w2sd", "W2SD"))
+    from w2sd_cli.kinds.image_session import DiffusersPair
 
 
 class DiffusersOptions(Strict):
     """Options of a ``diffusers`` card."""
 
-    prompt: str = Field("A Lego-style man is in the car.", description="prompt used when none is given")
     needs_strong_prompt: bool = Field(False, description="prompt pairs: --strong-prompt is required")
     clip_skip: int = Field(0, ge=0, le=10, description="text-encoder layers to skip from the end")
     config_from: dict[str, str] = Field({}, description="single-file model key -> diffusers model key with its configs")
@@ -71,54 +65,12 @@ class DiffusersKind(PairKind):
                 keys.append(base)
         return keys
 
-    def generate(self, card: PairCard, request: GenRequest, observer: Callback | None = None) -> GenResult:
-        import torch
-
-        from w2sd_cli.kinds.image_session import ImageSession
+    def load(self, card: PairCard, settings: LoadSettings) -> DiffusersPair:
+        """Every model, LoRA and ControlNet the card's sides use, on the device once."""
+        from w2sd_cli.kinds.image_session import DiffusersPair
 
         self.check(card)
-        options: DiffusersOptions = self.options(card)
-        prompt = request.prompt or options.prompt
-        if options.needs_strong_prompt and not request.strong_prompt:
-            raise InputError(f"Pair {card.name} compares a refined prompt with the raw one: give --strong-prompt "
-                             "(the refined prompt) as well as the prompt.")
-        sides = resolve_sides(card, request.cfg)
-        if any(spec.control for spec in sides.values()) and request.control_image is None:
-            raise InputError(f"Pair {card.name} conditions a ControlNet on an image: give --control-image PATH "
-                             "(an edge map, or a photo to turn into one).")
-        session = ImageSession.open(card, request, sides, options, observer)
-        files: list[Path] = []
-        images: list[dict[str, Any]] = []
-        with torch.no_grad():
-            for index in range(request.num_images):
-                seed = (request.seed or 0) + index
-                files += self._one_seed(card, request, session, prompt, seed, images, observer)
-        summary = {"pair": card.name, "kind": self.name, "card_digest": card.digest(), "prompt": prompt,
-                   "device": str(session.device), "dtype": str(session.dtype).removeprefix("torch."),
-                   "size": f"{session.width}x{session.height}", "steps": len(session.pair.grid) - 1,
-                   "lam": request.lam, "images": images, "embeddings": session.embeddings_computed,
-                   "shared_components": session.shared}
-        return GenResult(files=files, summary=summary)
-
-    def _one_seed(self, card: PairCard, request: GenRequest, session: ImageSession, prompt: str, seed: int,
-                  images: list[dict[str, Any]], observer: Callback | None) -> list[Path]:
-        from w2sd_cli.images import image_name, panel, save_png
-
-        methods = COMPARE if request.compare else (("w2sd", "W2SD"),)
-        written, shown = [], []
-        for method, label in methods:
-            started = time.perf_counter()
-            result, image = session.sample(method, seed, request, observer)
-            seconds = round(time.perf_counter() - started, 3)
-            recipe = session.recipe(card, request, prompt, seed, method, result, seconds)
-            written.append(save_png(image, request.out / image_name(card.name, seed, method), recipe))
-            shown.append((label, image))
-            images.append({"seed": seed, "method": method, "nfe": result.nfe, "cost": result.cost,
-                           "seconds": seconds, "file": str(written[-1])})
-        if request.compare:
-            recipe = session.recipe(card, request, prompt, seed, "w2sd", None, None)
-            written.append(save_png(panel(shown), request.out / image_name(card.name, seed, "compare"), recipe))
-        return written
+        return DiffusersPair.open(card, self.options(card), settings)
 
 
 def side_prompts(sides: dict[str, Any], prompt: str, strong_prompt: str | None) -> dict[str, str]:

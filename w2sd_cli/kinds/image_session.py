@@ -1,4 +1,4 @@
-"""One loaded image pair: models on the device, denoisers per side, seeded noise, decoding and recipes.
+"""One loaded image pair: models on the device once, denoisers per condition, seeded noise, decoding.
 
 Imported only when an image pair runs (it imports torch and the diffusers adapters).
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,120 +29,139 @@ from w2sd_cli.adapters.models import (
 from w2sd_cli.adapters.text import PromptEncoder
 from w2sd_cli.adapters.unet import CFGDenoiser, grid_from_config, schedule_from_config, unet_network
 from w2sd_cli.cards import ModelRef, PairCard
-from w2sd_cli.errors import ModelError
-from w2sd_cli.kinds.base import GenRequest, PreparedPair
-from w2sd_cli.kinds.image_sides import SideSpec, check_size, render_prompt
+from w2sd_cli.errors import InputError, ModelError
+from w2sd_cli.kinds.base import Condition, LoadSettings, PreparedPair, Settings, model_path
+from w2sd_cli.kinds.image_sides import SideSpec, check_size, render_prompt, resolve_sides
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from w2sd_cli.kinds.image import DiffusersOptions
-    from w2sd_cli.sampling import Callback, SampleResult
 
 ROLES = ("strong", "weak", "final", "weak_plain")
 
 
 @dataclass
-class ImageSession:
-    """Everything loaded for one ``w2sd gen`` run of a ``diffusers`` pair."""
+class DiffusersPair:
+    """A loaded ``diffusers`` pair: models on the device once; each condition gets its own denoisers."""
 
+    card: PairCard
+    options: DiffusersOptions
     device: torch.device
     dtype: torch.dtype
-    width: int
-    height: int
-    sides: dict[str, SideSpec]
     models: dict[str, Components]
     encoders: dict[str, PromptEncoder]
     lora: LoraScales
-    pair: PreparedPair
     model_info: dict[str, Any] = field(default_factory=dict)
-    prompts: dict[str, str] = field(default_factory=dict)
     shared: int = 0
     controlnets: dict[str, Any] = field(default_factory=dict)
-    control: Tensor | None = None
+    adapter_scales: dict[str, dict[str, float]] | None = None
+    """Per role, adapter name -> scale, instead of the card's one LoRA per side (``from_pipelines``)."""
+    _controls: dict[tuple[Any, ...], Tensor] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, card: PairCard, request: GenRequest, sides: dict[str, SideSpec], options: DiffusersOptions,
-             observer: Callback | None) -> ImageSession:
-        """Locate and load the card's models, then build the four denoisers for ``request``."""
+    def open(cls, card: PairCard, options: DiffusersOptions, settings: LoadSettings) -> DiffusersPair:
+        """Locate and load every model any side of the card uses."""
         _quiet_libraries()
-        device = pick_device(request.device)
-        dtype = pick_dtype(device, request.dtype)
-        paths, info = _locate_all(card, request, sides, options)
+        device = pick_device(settings.device)
+        dtype = pick_dtype(device, settings.dtype)
+        sides = resolve_sides(card)
+        paths, info = _locate_all(card, settings, sides, options)
         models = _load_models(card, sides, options, paths, dtype)
         shared = share_identical(_unique(list(models.values())))
         _load_loras(sides, models, paths)
         controlnets = {s.control: load_controlnet(paths[s.control], dtype) for s in sides.values() if s.control}
-        _place(models, controlnets, device, offload=bool(request.extra.get("offload")))
+        _place(models, controlnets, device, offload=settings.offload)
         lora = LoraScales.scan(_unique([c.unet for c in models.values()]))
-        strong = models[sides["strong"].model]
-        width = request.width or strong.native_size
-        height = request.height or strong.native_size
-        down = 2 ** (len(strong.unet.config.down_block_types) - 1)
-        check_size(width, height, strong.vae_scale_factor, strong.vae_scale_factor * down)
         encoders = _prompt_encoders(models, device, dtype, options.clip_skip)
-        control = None
-        if controlnets and request.control_image is not None:
-            control = load_control_image(request.control_image, width, height, options.control_preprocess,
-                                         options.canny_low, options.canny_high)
-        session = cls(device, dtype, width, height, sides, models, encoders, lora, None,  # type: ignore[arg-type]
-                      info, shared=shared, controlnets=controlnets, control=control)
-        session.use_prompt(request.prompt or options.prompt, request)
-        return session
-
-    def use_prompt(self, prompt: str, request: GenRequest) -> None:
-        """Render every side's prompt from ``prompt`` (and ``request.strong_prompt``) and rebuild the denoisers.
-
-        Models stay loaded; embeddings already computed are reused (``w2sd bench`` calls this per prompt).
-        """
-        prompts = {name: render_prompt(s.prompt, prompt, request.strong_prompt, name)
-                   for name, s in self.sides.items() if name != "weak_plain"}
-        self.prompts = {**prompts, "weak_plain": prompts["weak"]}
-        self.pair = self._prepare(request)
+        return cls(card, options, device, dtype, models, encoders, lora, info, shared=shared, controlnets=controlnets)
 
     @property
     def embeddings_computed(self) -> int:
         return sum(e.cached for e in _unique(list(self.encoders.values())))
 
-    def _prepare(self, request: GenRequest, controlnets: dict[str, Any] | None = None,
-                 control: Tensor | None = None) -> PreparedPair:
-        controlnets = self.controlnets if controlnets is None else controlnets
-        control = self.control if control is None else control
-        strong = self.models[self.sides["strong"].model]
+    def prepare(self, condition: Condition, settings: Settings) -> PreparedPair:
+        """The four denoisers for one prompt (embeddings computed before are reused)."""
+        sides = resolve_sides(self.card, settings.cfg)
+        if condition.negative_prompt is not None:
+            sides = {role: replace(spec, negative_prompt=condition.negative_prompt) for role, spec in sides.items()}
+        if self.options.needs_strong_prompt and not condition.strong_prompt:
+            raise InputError(f"Pair {self.card.name} compares a refined prompt with the raw one: give --strong-prompt "
+                             "(the refined prompt) as well as the prompt.")
+        strong = self.models[sides["strong"].model]
+        width, height = settings.width or strong.native_size, settings.height or strong.native_size
+        down = 2 ** (len(strong.unet.config.down_block_types) - 1)
+        check_size(width, height, strong.vae_scale_factor, strong.vae_scale_factor * down)
+        control = self._control(sides, condition, width, height)
+        prompts = {role: render_prompt(s.prompt, condition.prompt, condition.strong_prompt,
+                                       "weak" if role == "weak_plain" else role) for role, s in sides.items()}
         config = strong.scheduler_config
         schedule = schedule_from_config(config)
-        for key in {s.model for s in self.sides.values()}:
+        for key in {s.model for s in sides.values()}:
             other = schedule_from_config(self.models[key].scheduler_config)
             if not torch.allclose(other.alphas_cumprod, schedule.alphas_cumprod):
-                raise ModelError(f"models {self.sides['strong'].model!r} and {key!r} use different noise schedules; "
+                raise ModelError(f"models {sides['strong'].model!r} and {key!r} use different noise schedules; "
                                  "a pair's sides must share one.")
-        denoisers = {role: self._denoiser(role, schedule, controlnets, control) for role in ROLES}
-        latent = (1, int(strong.unet.config.in_channels), self.height // strong.vae_scale_factor,
-                  self.width // strong.vae_scale_factor)
+        size = (height, width)
+        denoisers = {role: self._denoiser(role, sides[role], prompts[role], schedule, size, control) for role in ROLES}
+        latent = (1, int(strong.unet.config.in_channels), height // strong.vae_scale_factor,
+                  width // strong.vae_scale_factor)
 
         def noise(seed: int) -> Tensor:
             generator = torch.Generator("cpu").manual_seed(seed)
             return torch.randn(latent, generator=generator, dtype=torch.float32).to(self.device)
 
-        steps = request.steps or 50
+        def make_grid(steps: int) -> list[float]:
+            return grid_from_config(schedule, config, steps)
+
+        described = {role: {**spec.as_dict(), "rendered_prompt": prompts[role], "width": width, "height": height,
+                            **({"adapter_scales": self.adapter_scales.get(role, {})} if self.adapter_scales else {})}
+                     for role, spec in sides.items()}
+        warnings = self._truncation_warnings(sides, prompts)
         return PreparedPair(strong=denoisers["strong"], weak=denoisers["weak"], final=denoisers["final"],
-                            weak_plain=denoisers["weak_plain"], schedule=schedule,
-                            grid=grid_from_config(schedule, config, steps),
-                            make_grid=lambda n: grid_from_config(schedule, config, n), noise=noise,
+                            weak_plain=denoisers["weak_plain"], schedule=schedule, grid=make_grid(settings.steps),
+                            make_grid=make_grid, noise=noise, sides=described, warnings=warnings,
                             info=self.model_info)
 
-    def _denoiser(self, role: str, schedule: Any, controlnets: dict[str, Any], control: Tensor | None) -> CFGDenoiser:
-        spec = self.sides[role]
+    def decode(self, x: Tensor, count: int) -> list[Any]:
+        """The final side's VAE, batched; NaN pixels are an error naming the fix."""
+        from w2sd_cli.images import to_image
+
+        vae = self.models[resolve_sides(self.card)["final"].model].vae
+        pixels = decode(vae, x)
+        if not bool(torch.isfinite(pixels).all()):
+            raise ModelError("the VAE decoded NaN/inf pixels; try --dtype float32 (or bfloat16).")
+        return [to_image(pixels[i]) for i in range(count)]
+
+    def provenance(self) -> dict[str, Any]:
+        return {"device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."), "models": self.model_info,
+                "shared_components": self.shared, "embeddings_computed": self.embeddings_computed}
+
+    def _control(self, sides: dict[str, SideSpec], condition: Condition, width: int, height: int) -> Tensor | None:
+        if not any(spec.control for spec in sides.values()):
+            return None
+        if condition.control_image is None:
+            raise InputError(f"Pair {self.card.name} conditions a ControlNet on an image: give --control-image PATH "
+                             "(an edge map, or a photo to turn into one).")
+        key = (str(condition.control_image), width, height)
+        if key not in self._controls:
+            o = self.options
+            self._controls = {key: load_control_image(condition.control_image, width, height, o.control_preprocess,
+                                                      o.canny_low, o.canny_high)}
+        return self._controls[key]
+
+    def _denoiser(self, role: str, spec: SideSpec, prompt: str, schedule: Any, size: tuple[int, int],
+                  control: Tensor | None) -> CFGDenoiser:
         model = self.models[spec.model]
         encoder = self.encoders[spec.model]
-        scales = {adapter_name(spec.lora): spec.lora_scale} if spec.lora else {}
+        if self.adapter_scales is not None:
+            scales = dict(self.adapter_scales.get(role, {}))
+        else:
+            scales = {adapter_name(spec.lora): spec.lora_scale} if spec.lora else {}
         unet_scales = {k: v for k, v in scales.items() if k in self.lora.adapters}
-        size = (self.height, self.width)
-        cond = encoder.encode(self.prompts[role], scales, size=size)
+        cond = encoder.encode(prompt, scales, size=size)
         uncond = None if spec.cfg == 1.0 else encoder.encode(spec.negative_prompt, scales, negative=True, size=size)
         extra = None
         if spec.control is not None and control is not None:
-            extra = controlnet_residuals(controlnets[spec.control], control, spec.control_scale)
+            extra = controlnet_residuals(self.controlnets[spec.control], control, spec.control_scale)
         net = unet_network(model.unet, extra)
         lora = self.lora
 
@@ -153,67 +172,30 @@ class ImageSession:
         prediction = str(model.scheduler_config.get("prediction_type", "epsilon"))
         return CFGDenoiser(network, schedule, cond, uncond, spec.cfg, prediction, dtype=self.dtype)
 
-    def sample(self, method: str, seed: int, request: GenRequest, observer: Callback | None
-               ) -> tuple[SampleResult, Image.Image]:
-        """One image: sample ``method`` from the seed's noise, check it stayed finite, decode it."""
-        from w2sd_cli.images import to_image
-        from w2sd_cli.methods import run_method
-
-        def watch(info: dict[str, Any]) -> None:
-            if not bool(torch.isfinite(info["x"]).all()):
-                raise ModelError(f"{method}: the latent became NaN/inf at step {info['i']} ({info['phase']}). "
-                                 "In float16 try --dtype float32 (or bfloat16); otherwise a model or LoRA is "
-                                 "broken or its scale is too large.")
-            if observer is not None:
-                observer({**info, "method": method, "label": f"{method} seed {seed}", "seed": seed})
-
-        result = run_method(self.pair, method, self.pair.noise(seed), lam=request.lam, rounds=request.rounds or 1,
-                            reference_interval=request.reference_interval, callback=watch)
-        vae = self.models[self.sides["final"].model].vae
-        pixels = decode(vae, result.x)
-        if not bool(torch.isfinite(pixels).all()):
-            raise ModelError(f"{method}: the VAE decoded NaN/inf pixels; try --dtype float32.")
-        return result, to_image(pixels)
-
-    def recipe(self, card: PairCard, request: GenRequest, prompt: str, seed: int, method: str,
-               result: SampleResult | None, seconds: float | None) -> dict[str, Any]:
-        """Everything needed to make the image again (what ``--from-image`` reads back)."""
-        from w2sd_cli.images import versions
-
-        knobs = {"prompt": prompt, "seed": seed, "steps": len(self.pair.grid) - 1, "lam": request.lam,
-                 "rounds": request.rounds or 1, "width": self.width, "height": self.height, "cfg": request.cfg,
-                 "strong_prompt": request.strong_prompt, "negative_prompt": request.negative_prompt,
-                 "control_image": str(request.control_image) if request.control_image else None,
-                 "reference_interval": request.reference_interval, "dtype": request.dtype}
-        out: dict[str, Any] = {
-            "pair": card.name, "kind": "diffusers", "card_digest": card.digest(), "method": method,
-            "prompt": prompt, "negative_prompt": request.negative_prompt, "seed": seed, "request": knobs,
-            "sides": {role: {**spec.as_dict(), "rendered_prompt": self.prompts[role]}
-                      for role, spec in self.sides.items()},
-            "grid": [float(t) for t in self.pair.grid], "models": self.model_info,
-            "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."), "versions": versions()}
-        if result is not None:
-            out.update(nfe=result.nfe, calls=result.calls, cost=result.cost, seconds=seconds)
-        return out
+    def _truncation_warnings(self, sides: dict[str, SideSpec], prompts: dict[str, str]) -> list[str]:
+        """A warning for each prompt longer than its tokenizer keeps (CLIP: 77 tokens)."""
+        warnings = []
+        for role in ("strong", "weak", "final"):
+            tokenizer = self.models[sides[role].model].tokenizers[0]
+            kept = int(tokenizer.model_max_length)
+            used = len(tokenizer(prompts[role], truncation=False).input_ids)
+            message = (f"the prompt is {used} tokens long; the text encoder keeps {kept}, so the end of it was cut "
+                       "(shorten the prompt to use all of it).")
+            if used > kept and message not in warnings:
+                warnings.append(message)
+        return warnings
 
 
-def _locate_all(card: PairCard, request: GenRequest, sides: dict[str, SideSpec], options: DiffusersOptions
+def _locate_all(card: PairCard, settings: LoadSettings, sides: dict[str, SideSpec], options: DiffusersOptions
                 ) -> tuple[dict[str, Path], dict[str, Any]]:
     keys = [k for s in sides.values() for k in (s.model, s.lora, s.control) if k is not None]
     keys += [options.config_from[k] for k in keys if k in options.config_from]
     paths, info = {}, {}
     for key in dict.fromkeys(keys):
         ref = card.models[key]
-        paths[key] = locate_model(card, key, ref, request)
+        paths[key] = model_path(card, key, settings)
         info[key] = {**ref.model_dump(mode="json", exclude_none=True), **_lock_info(card, key, ref)}
     return paths, info
-
-
-def locate_model(card: PairCard, key: str, ref: ModelRef, request: GenRequest) -> Path:
-    """The local path of one model (downloaded and verified by the store when needed)."""
-    from w2sd_cli.store import locate
-
-    return Path(locate(ref, offline=request.offline, allow_pickle=request.allow_pickle, pair=card.name, key=key))
 
 
 def _lock_info(card: PairCard, key: str, ref: ModelRef) -> dict[str, Any]:

@@ -7,15 +7,13 @@ prompt is an ImageNet class name or number. Latents are decoded with the SD VAE.
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from w2sd_cli.cards import ModelRef, PairCard, Side, Strict
+from w2sd_cli.cards import PairCard, Side, Strict
 from w2sd_cli.errors import CardError, InputError, ModelError, suggest
-from w2sd_cli.kinds.base import GenRequest, GenResult, PairKind, PreparedPair
+from w2sd_cli.kinds.base import Condition, LoadSettings, PairKind, PreparedPair, Settings, model_path
 from w2sd_cli.moe.config import PRESETS, DiTMoEConfig, RoutingMode
 
 if TYPE_CHECKING:
@@ -23,7 +21,6 @@ if TYPE_CHECKING:
 
     from w2sd_cli.adapters.unet import CFGDenoiser
     from w2sd_cli.moe.model import DiTMoE, Routing
-    from w2sd_cli.sampling import Callback
 
 SIDES = ("strong", "weak", "final")
 DEFAULT_EXPERTS: dict[str, RoutingMode] = {"strong": "top", "weak": "bottom", "final": "top"}
@@ -51,6 +48,8 @@ class MoEExpertsKind(PairKind):
     name = "moe-experts"
     summary = "DiT-MoE routed to each token's top-k experts (strong) vs its bottom-k (weak)"
     options_model = MoEOptions
+    output = "image"
+    conditioning = "class"
 
     def network_config(self, card: PairCard) -> DiTMoEConfig:
         """The architecture the card's checkpoint must have."""
@@ -86,40 +85,16 @@ class MoEExpertsKind(PairKind):
         keys = [getattr(card, side).model for side in SIDES] + [options.vae]
         return list(dict.fromkeys(k for k in keys if k is not None))
 
-    def prepare(self, card: PairCard, request: GenRequest, networks: dict[str, DiTMoE], label: int) -> PreparedPair:
-        """Denoisers of the four roles over already-loaded networks (keyed like the card's models).
-
-        Args:
-            card: the pair card.
-            request: a resolved request (its ``cfg`` overrides the final side's).
-            networks: the loaded DiT-MoE networks.
-            label: the class to generate.
-        """
-        import torch
-
-        from w2sd_cli.sampling import VPSchedule
-
+    def load(self, card: PairCard, settings: LoadSettings) -> MoEPair:
+        """The card's DiT-MoE networks (by model key) and its VAE, on the settings' device and dtype."""
         options: MoEOptions = self.options(card)
         config = self.network_config(card)
-        schedule = VPSchedule.linear(options.beta_start, options.beta_end, options.train_steps)
-        final_cfg = request.cfg if request.cfg is not None else card.final.cfg
-        device = next(iter(networks.values())).device
-        strong = self._denoiser(card, networks, card.strong, "strong", label, schedule)
-        weak = self._denoiser(card, networks, card.weak, "weak", label, schedule)
-        weak_plain = self._denoiser(card, networks, card.weak, "weak", label, schedule, cfg=final_cfg)
-        final = self._denoiser(card, networks, card.final, "final", label, schedule, cfg=final_cfg)
-
-        def noise(seed: int) -> torch.Tensor:
-            shape = (1, config.in_channels, config.input_size, config.input_size)
-            return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device)
-
-        def make_grid(steps: int) -> list[float]:
-            return schedule.timesteps(steps, options.timestep_spacing)
-
-        routings = {side: _routing_text(self.routing(card, getattr(card, side), side), config) for side in SIDES}
-        return PreparedPair(strong=strong, weak=weak, final=final, weak_plain=weak_plain,
-                            schedule=schedule, grid=make_grid(request.steps or card.defaults.steps),
-                            make_grid=make_grid, noise=noise, info={"routing": routings})
+        device, dtype = _device(settings.device), _dtype(settings.dtype)
+        vae = load_vae(card, options.vae, settings, device, dtype)
+        keys = dict.fromkeys(getattr(card, side).model or "" for side in SIDES)
+        networks = {key: load_dit(card, key, config, settings, device, dtype) for key in keys}
+        routings = {side: self.routing(card, getattr(card, side), side) for side in SIDES}
+        return MoEPair(card, options, config, networks, vae, routings)
 
     def routing(self, card: PairCard, side: Side, role: str) -> Routing:
         """The routing a side asks for (``experts``: top, bottom or random; default by role)."""
@@ -129,15 +104,74 @@ class MoEExpertsKind(PairKind):
         mode = side.experts or DEFAULT_EXPERTS[role]
         return Routing(mode, options.experts_per_token, options.random_seed, options.renormalize)
 
-    def _denoiser(self, card: PairCard, networks: dict[str, DiTMoE], side: Side, role: str, label: int,
-                  schedule: Any, cfg: float | None = None) -> CFGDenoiser:
+
+
+class MoEPair:
+    """Loaded DiT-MoE pair: class-conditional, latents decoded by the SD VAE."""
+
+    def __init__(self, card: PairCard, options: MoEOptions, config: DiTMoEConfig, networks: dict[str, DiTMoE],
+                 vae: Any, routings: dict[str, Routing]) -> None:
+        self.card, self.options, self.config, self.networks, self.vae = card, options, config, networks, vae
+        self.routings = routings
+        self.size = config.input_size * 2 ** (len(vae.config.block_out_channels) - 1)
+
+    def prepare(self, condition: Condition, settings: Settings) -> PreparedPair:
+        """Denoisers of the four roles for one class."""
+        import torch
+
+        from w2sd_cli.moe.imagenet import class_name
+        from w2sd_cli.sampling import VPSchedule
+
+        for given, flag in ((settings.width, "--width"), (settings.height, "--height")):
+            if given is not None and given != self.size:
+                raise InputError(f"{flag} {given}: {self.card.name} generates {self.size}×{self.size} images only.")
+        label = class_label(condition, self.config.num_classes)
+        options, card = self.options, self.card
+        schedule = VPSchedule.linear(options.beta_start, options.beta_end, options.train_steps)
+        final_cfg = settings.cfg if settings.cfg is not None else card.final.cfg
+        plan = {"strong": (card.strong, "strong", None), "weak": (card.weak, "weak", None),
+                "final": (card.final, "final", final_cfg), "weak_plain": (card.weak, "weak", final_cfg)}
+        denoisers = {role: self._denoiser(side, routing, label, schedule, cfg)
+                     for role, (side, routing, cfg) in plan.items()}
+        device = next(iter(self.networks.values())).device
+        shape = (1, self.config.in_channels, self.config.input_size, self.config.input_size)
+
+        def noise(seed: int) -> torch.Tensor:
+            return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device)
+
+        def make_grid(steps: int) -> list[float]:
+            return schedule.timesteps(steps, options.timestep_spacing)
+
+        name = class_name(label) if self.config.num_classes == 1000 else f"class {label}"
+        sides = {role: {"model": side.model, "routing": _routing_text(self.routings[routing], self.config),
+                        "cfg": _cfg(side.cfg if cfg is None else cfg), "class_label": label}
+                 for role, (side, routing, cfg) in plan.items()}
+        return PreparedPair(strong=denoisers["strong"], weak=denoisers["weak"], final=denoisers["final"],
+                            weak_plain=denoisers["weak_plain"], schedule=schedule, grid=make_grid(settings.steps),
+                            make_grid=make_grid, noise=noise, sides=sides,
+                            info={"class_label": label, "class_name": name})
+
+    def decode(self, x: Any, count: int) -> list[Any]:
+        import torch
+
+        from w2sd_cli.images import to_image
+
+        with torch.inference_mode():
+            pixels = self.vae.decode(x.to(self.vae.dtype) / self.options.latent_scale).sample
+        return [to_image(pixels[i].float()) for i in range(count)]
+
+    def provenance(self) -> dict[str, Any]:
+        net = next(iter(self.networks.values()))
+        return {"device": str(net.device), "dtype": str(net.dtype).removeprefix("torch."),
+                "routing": {s: _routing_text(r, self.config) for s, r in self.routings.items()}}
+
+    def _denoiser(self, side: Side, routing_of: str, label: int, schedule: Any, cfg: float | None) -> CFGDenoiser:
         import torch
 
         from w2sd_cli.adapters.unet import CFGDenoiser, Conditioning
 
-        net = networks[side.model or ""]
-        routing = self.routing(card, side, role)
-        scale = side.cfg if cfg is None else cfg
+        net = self.networks[side.model or ""]
+        routing = self.routings[routing_of]
         device = net.device
 
         def call(x: torch.Tensor, timestep: torch.Tensor, cond: Conditioning) -> torch.Tensor:
@@ -145,116 +179,43 @@ class MoEExpertsKind(PairKind):
 
         labels = Conditioning(torch.tensor([label], device=device))
         null = Conditioning(torch.tensor([net.null_label], device=device))
-        return CFGDenoiser(call, schedule, labels, null, 1.0 if scale is None else scale,
+        return CFGDenoiser(call, schedule, labels, null, _cfg(side.cfg if cfg is None else cfg),
                            dtype=net.dtype, learned_sigma=net.config.learn_sigma)
 
-    def generate(self, card: PairCard, request: GenRequest, observer: Callback | None = None) -> GenResult:
-        from w2sd_cli.images import image_name, panel, save_png, versions
-        from w2sd_cli.moe.imagenet import class_name
 
-        self.check(card)
-        config = self.network_config(card)
-        label = class_label(request, config.num_classes)
-        networks, vae = self.load(card, request)
-        pair = self.prepare(card, request, networks, label)
-        final_cfg = request.cfg if request.cfg is not None else card.final.cfg
-        methods = ("weak", "strong", "w2sd") if request.compare else ("w2sd",)
-        name = class_name(label) if config.num_classes == 1000 else f"class {label}"
-        recipe = {"pair": card.name, "kind": self.name, "card_digest": card.digest(), "prompt": name,
-                  "class_label": label, "steps": len(pair.grid) - 1, "lam": request.lam, "rounds": request.rounds,
-                  "cfg": final_cfg, "routing": pair.info["routing"]}
-        scale = self.options(card).latent_scale
-        files: list[Path] = []
-        stats: dict[str, dict[str, Any]] = {}
-        for seed in range(request.seed or 0, (request.seed or 0) + request.num_images):
-            pictures = []
-            for method in methods:
-                tagged = _tagged(observer, method, seed)
-                image, sample, seconds = self._sample(pair, method, seed, request, vae, scale, tagged)
-                path = request.out / image_name(card.name, seed, method)
-                files.append(save_png(image, path, {**recipe, "seed": seed, "method": method, "versions": versions()}))
-                pictures.append((method, image))
-                entry = stats.setdefault(method, {"nfe": sample.nfe, "cost": sample.cost, "seconds": 0.0})
-                entry["seconds"] = round(entry["seconds"] + seconds, 3)
-            if request.compare:
-                files.append(save_png(panel(pictures), request.out / image_name(card.name, seed, "compare")))
-        summary = {**recipe, "class_name": name, "seed": request.seed or 0, "images": request.num_images,
-                   "device": str(next(iter(networks.values())).device), "methods": stats}
-        return GenResult(files=files, summary=summary)
-
-    def load(self, card: PairCard, request: GenRequest) -> tuple[dict[str, DiTMoE], Any]:
-        """The card's DiT-MoE networks (by model key) and its VAE, on the request's device and dtype."""
-        options: MoEOptions = self.options(card)
-        config = self.network_config(card)
-        device, dtype = _device(request.device), _dtype(request.dtype)
-        vae = load_vae(card, options.vae, request, device, dtype)
-        size = config.input_size * 2 ** (len(vae.config.block_out_channels) - 1)
-        for given, flag in ((request.width, "--width"), (request.height, "--height")):
-            if given is not None and given != size:
-                raise InputError(f"{flag} {given}: {card.name} generates {size}×{size} images only.")
-        keys = dict.fromkeys(getattr(card, side).model or "" for side in SIDES)
-        return {key: load_dit(card, key, config, request, device, dtype) for key in keys}, vae
-
-    def _sample(self, pair: PreparedPair, method: str, seed: int, request: GenRequest, vae: Any, scale: float,
-                observer: Callback | None) -> tuple[Any, Any, float]:
-        """One method from one seed's noise, decoded: ``(image, SampleResult, seconds)``."""
-        import torch
-
-        from w2sd_cli.images import to_image
-        from w2sd_cli.methods import run_method
-
-        started = time.perf_counter()
-        with torch.inference_mode():
-            sample = run_method(pair, method, pair.noise(seed), lam=request.lam, rounds=request.rounds or 1,
-                                reference_interval=request.reference_interval, callback=observer)
-            pixels = vae.decode(sample.x.to(vae.dtype) / scale).sample
-        return to_image(pixels.float()), sample, time.perf_counter() - started
+def _cfg(scale: float | None) -> float:
+    return 1.0 if scale is None else scale
 
 
-def class_label(request: GenRequest, num_classes: int) -> int:
-    """The class a request asks for: ``extra["class_label"]`` (``--class``), else the prompt as a name."""
+def class_label(condition: Condition, num_classes: int) -> int:
+    """The class a condition asks for: ``class_label`` (``--class``), else the prompt as a class name."""
     from w2sd_cli.moe.imagenet import lookup
 
-    given = request.extra.get("class_label")
-    if given is not None:
-        return lookup(str(given), num_classes)
-    if request.prompt:
-        return lookup(request.prompt, num_classes)
+    if condition.class_label is not None:
+        return lookup(str(condition.class_label), num_classes)
+    if condition.prompt.strip():
+        return lookup(condition.prompt, num_classes)
     raise InputError("This pair is class-conditional: give an ImageNet class name as the prompt "
                      "(e.g. \"golden retriever\") or a class number with --class 207.")
 
 
-def locate(ref: ModelRef, request: GenRequest, pair: str | None = None, key: str | None = None) -> Path:
-    """The local path of a model: ``path`` refs directly (a ``subfolder`` is honoured), others via the store."""
-    if ref.path is not None:
-        path = Path(ref.path).expanduser()
-        if ref.subfolder:
-            path = path / ref.subfolder
-        if not path.exists():
-            raise ModelError(f"{path}: no such file or folder (named by the card's `path`).")
-        return path
-    from w2sd_cli.store import locate as store_locate
-
-    return store_locate(ref, offline=request.offline, allow_pickle=request.allow_pickle, pair=pair, key=key)
-
-
-def load_dit(card: PairCard, key: str, config: DiTMoEConfig, request: GenRequest, device: torch.device,
+def load_dit(card: PairCard, key: str, config: DiTMoEConfig, settings: LoadSettings, device: torch.device,
              dtype: torch.dtype) -> DiTMoE:
     """The DiT-MoE network of the card's model ``key``, strictly loaded."""
     from w2sd_cli.moe.checkpoint import find_weights, load_network
 
     ref = card.models[key]
-    path = locate(ref, request, card.name, key)
+    path = model_path(card, key, settings)
     if path.is_dir():
         path = find_weights(path, ref.filename)
-    return load_network(path, config, allow_pickle=request.allow_pickle, device=device, dtype=dtype)
+    return load_network(path, config, allow_pickle=settings.allow_pickle, device=device, dtype=dtype)
 
 
-def load_vae(card: PairCard, key: str, request: GenRequest, device: torch.device, dtype: torch.dtype) -> Any:
+def load_vae(card: PairCard, key: str, settings: LoadSettings, device: torch.device, dtype: torch.dtype) -> Any:
     """A diffusers ``AutoencoderKL`` from the card's model ``key`` (a folder)."""
     from diffusers import AutoencoderKL
 
-    path = locate(card.models[key], request, card.name, key)
+    path = model_path(card, key, settings)
     try:
         vae = AutoencoderKL.from_pretrained(str(path), torch_dtype=dtype)
     except (OSError, ValueError) as err:
@@ -287,9 +248,3 @@ def _dtype(name: str | None) -> torch.dtype:
 def _routing_text(routing: Routing, config: DiTMoEConfig) -> str:
     text = f"{routing.mode}-{routing.k or config.experts_per_token} of {config.num_experts}"
     return text + (" renormalized" if routing.renormalize else "")
-
-
-def _tagged(observer: Callback | None, method: str, seed: int) -> Callback | None:
-    if observer is None:
-        return None
-    return lambda info: observer({**info, "method": method, "seed": seed})

@@ -1,15 +1,13 @@
 """The ``toy-unet`` kind: a small pixel-space text-to-image pair trained by w2sd (``python -m w2sd_cli.toy.train``).
 
 Each side is a diffusers-style folder (``unet/ text_encoder/ tokenizer/ scheduler/``) loaded with the
-same UNet adapter as every real pair. Images are 32×32 pixels, written upscaled (nearest neighbour),
-and every image is scored by the shapes-world checker so ``--json`` says whether it matches the prompt.
+same UNet adapter as every real pair. Images are 32×32 pixels, decoded upscaled (nearest
+neighbour); the card names the shapes-world checker as its metric, so every image says whether it matches.
 """
 
 from __future__ import annotations
 
 import functools
-import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,24 +16,20 @@ from pydantic import Field
 
 from w2sd_cli.cards import PairCard, Strict
 from w2sd_cli.errors import CardError, InputError, ModelError
-from w2sd_cli.kinds.base import GenRequest, GenResult, PairKind, PreparedPair
+from w2sd_cli.kinds.base import Condition, LoadSettings, PairKind, PreparedPair, Settings
 
 if TYPE_CHECKING:
     import numpy as np
     from torch import Tensor
 
-    from w2sd_cli.sampling import Callback
-
 DEFAULT_PROMPT = "two red circles on the left"
 DEFAULT_CFG = 1.5
-LABELS = {"weak": "weak", "strong": "strong", "w2sd": "W2SD", "extrapolate": "extrap. k=1", "equal-nfe": "equal NFE"}
 
 
 class ToyOptions(Strict):
     """Options of a toy-unet card."""
 
     upscale: int = Field(8, ge=1, le=32, description="nearest-neighbour upscale factor of the PNG")
-    checker: bool = Field(True, description="score images with the shapes-world checker")
 
 
 class ToyUNetKind(PairKind):
@@ -57,94 +51,77 @@ class ToyUNetKind(PairKind):
     def model_keys(self, card: PairCard) -> list[str]:
         return []
 
-    def prepare(self, card: PairCard, request: GenRequest, prompt: str, batch: int = 1) -> PreparedPair:
-        """Denoisers for ``prompt``: strong/weak at their reflection CFG, final and plain weak at the final CFG.
+    def load(self, card: PairCard, settings: LoadSettings) -> ToyPair:
+        """Both sides' models (cached per process), on the CPU in float32."""
+        if settings.device not in ("auto", "cpu"):
+            raise InputError(f"--device {settings.device}: the shapes pair runs on the CPU only (it is tiny).")
+        if settings.dtype not in (None, "float32"):
+            raise InputError(f"--dtype {settings.dtype}: the shapes pair runs in float32 only.")
+        final_side = card.final if card.final.model is not None else card.strong
+        models = {side: load_model(model_folder(card, key)) for side, key in
+                  (("strong", card.strong.model), ("weak", card.weak.model), ("final", final_side.model))}
+        cfgs = {"strong": card.strong.cfg, "weak": card.weak.cfg, "final": final_side.cfg}
+        return ToyPair(models, cfgs, self.options(card).upscale)
 
-        ``batch`` sizes the conditioning, so several seeds of one prompt can be sampled at once.
-        """
+
+class ToyPair:
+    """The loaded shapes pair: 32×32 pixel-space images, decoded upscaled (nearest neighbour)."""
+
+    def __init__(self, models: dict[str, ToyModel], cfgs: dict[str, float | None], upscale: int) -> None:
+        self.models, self.cfgs, self.upscale = models, cfgs, upscale
+
+    def prepare(self, condition: Condition, settings: Settings) -> PreparedPair:
+        """Denoisers for the prompt: strong/weak at their reflection CFG, final and plain weak at the final CFG."""
         import torch
 
         from w2sd_cli.adapters.unet import CFGDenoiser, Conditioning, grid_from_config, schedule_from_config
 
-        self.check(card)
-        final_side = card.final if card.final.model is not None else card.strong
-        models = {side: load_model(model_folder(card, key)) for side, key in
-                  (("strong", card.strong.model), ("weak", card.weak.model), ("final", final_side.model))}
-        schedule = schedule_from_config(models["strong"].scheduler_config)
-        config = models["strong"].scheduler_config
+        prompt = condition.prompt.strip()
+        config = self.models["strong"].scheduler_config
+        schedule = schedule_from_config(config)
+        final_cfg = settings.cfg if settings.cfg is not None else self.cfgs["final"]
+        plan = {"strong": ("strong", self.cfgs["strong"]), "weak": ("weak", self.cfgs["weak"]),
+                "final": ("final", final_cfg), "weak_plain": ("weak", final_cfg)}
 
-        def denoiser(side: str, cfg: float | None) -> CFGDenoiser:
-            model = models[side]
-            cond, uncond = (model.conditioning(p).expand(batch, -1, -1) for p in (prompt, ""))
-            return CFGDenoiser(model.network, schedule, Conditioning(cond), Conditioning(uncond),
-                               DEFAULT_CFG if cfg is None else cfg,
+        def denoiser(model: ToyModel, cfg: float) -> CFGDenoiser:
+            cond, uncond = (Conditioning(model.conditioning(p)) for p in (prompt, ""))
+            return CFGDenoiser(model.network, schedule, cond, uncond, cfg,
                                prediction_type=config.get("prediction_type", "epsilon"))
 
-        final_cfg = request.cfg if request.cfg is not None else final_side.cfg
-        weak_plain = denoiser("weak", final_cfg)
+        cfg_of = {role: DEFAULT_CFG if cfg is None else cfg for role, (_, cfg) in plan.items()}
+        denoisers = {role: denoiser(self.models[side], cfg_of[role]) for role, (side, _) in plan.items()}
+        sides = {role: {"model": str(self.models[side].folder), "cfg": cfg_of[role], "prompt": prompt}
+                 for role, (side, _) in plan.items()}
 
         def noise(seed: int) -> Tensor:
             return torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
-        steps = request.steps or card.defaults.steps
-        return PreparedPair(strong=denoiser("strong", card.strong.cfg), weak=denoiser("weak", card.weak.cfg),
-                            final=denoiser("final", final_cfg), weak_plain=weak_plain, schedule=schedule,
-                            grid=grid_from_config(schedule, config, steps),
-                            make_grid=lambda n: grid_from_config(schedule, config, n), noise=noise,
-                            info={side: str(m.folder) for side, m in models.items()})
+        def make_grid(steps: int) -> list[float]:
+            return grid_from_config(schedule, config, steps)
 
-    def generate(self, card: PairCard, request: GenRequest, observer: Callback | None = None) -> GenResult:
-        from w2sd_cli.methods import run_method
+        return PreparedPair(strong=denoisers["strong"], weak=denoisers["weak"], final=denoisers["final"],
+                            weak_plain=denoisers["weak_plain"], schedule=schedule, grid=make_grid(settings.steps),
+                            make_grid=make_grid, noise=noise, sides=sides, warnings=_unknown_words(prompt))
 
-        request = request.resolved(card)
-        options: ToyOptions = self.options(card)
-        factor = options.upscale if request.width is None else max(1, request.width // 32)
-        prompt = (request.prompt or DEFAULT_PROMPT).strip()
-        if not prompt:
-            raise InputError("the prompt is empty: describe a scene, e.g. \"two red circles on the left\".")
-        pair = self.prepare(card, request, prompt)
-        methods = ["weak", "strong", "w2sd"] if request.compare else ["w2sd"]
-        files: list[Path] = []
-        images: list[dict[str, Any]] = []
-        request.out.mkdir(parents=True, exist_ok=True)
-        for offset in range(request.num_images):
-            seed = (request.seed or 0) + offset
-            x = pair.noise(seed)
-            shown: dict[str, np.ndarray] = {}
-            for method in methods:
-                started = time.perf_counter()
-                result = run_method(pair, method, x, lam=request.lam, rounds=request.rounds or 1,
-                                    reference_interval=request.reference_interval, callback=_tagged(observer, method))
-                shown[method] = to_pixels(result.x)
-                record: dict[str, Any] = {"seed": seed, "method": method, "nfe": result.nfe, "cost": result.cost,
-                                          "seconds": round(time.perf_counter() - started, 3)}
-                if options.checker:
-                    from w2sd_cli.toy.checker import verdict
+    def decode(self, x: Tensor, count: int) -> list[Any]:
+        from PIL import Image
 
-                    record["checker"] = verdict(shown[method], prompt)
-                images.append(record)
-            stem = f"{card.name}-{slug(prompt)}-seed{seed}"
-            files.append(save_png(upscale(shown["w2sd"], factor), request.out / f"{stem}.png"))
-            if request.compare:
-                strip = panel([upscale(shown[m], factor) for m in methods], [LABELS[m] for m in methods])
-                files.append(save_png(strip, request.out / f"{stem}-compare.png"))
-        summary = {"pair": card.name, "kind": self.name, "card_digest": card.digest(), "prompt": prompt,
-                   "seed": request.seed, "steps": request.steps, "lam": request.lam, "device": "cpu",
-                   "methods": {r["method"]: _row(r) for r in images if r["seed"] == request.seed},
-                   "images": images, "files": [str(f) for f in files]}
-        first_w2sd = next(r for r in images if r["method"] == "w2sd")
-        if "checker" in first_w2sd:
-            summary["checker"] = first_w2sd["checker"]
-        return GenResult(files=files, summary=summary)
+        return [Image.fromarray(upscale(to_pixels(x[i:i + 1]), self.upscale)) for i in range(count)]
+
+    def provenance(self) -> dict[str, Any]:
+        return {"device": "cpu", "dtype": "float32", "models": {s: str(m.folder) for s, m in self.models.items()}}
 
 
-def _row(record: dict[str, Any]) -> dict[str, Any]:
-    """One method's line in the summary table: cost, time and the checker's verdict per attribute."""
-    row = {k: record[k] for k in ("nfe", "cost", "seconds")}
-    if "checker" in record:
-        row.update({k: "ok" if ok else "wrong" for k, ok in record["checker"]["checks"].items()})
-        row["matches prompt"] = record["checker"]["all"]
-    return row
+def _unknown_words(prompt: str) -> list[str]:
+    """A warning for words the shapes world does not know (its checker cannot score them)."""
+    from w2sd_cli.toy import world
+
+    finder = getattr(world, "unknown_words", None)
+    unknown = finder(prompt) if finder is not None else []
+    if not unknown:
+        return []
+    return [f"the shapes pair does not know {', '.join(repr(w) for w in unknown)}; it knows the colours, shapes, "
+            "counts and positions of its world (see `w2sd pairs show shapes`)."]
 
 
 def model_folder(card: PairCard, key: str | None) -> Path:
@@ -212,9 +189,6 @@ def _quietly(load: Callable[[], Any]) -> Any:
 @functools.lru_cache(maxsize=4)
 def load_model(folder: Path) -> ToyModel:
     """Load (once per process) the toy model in ``folder``."""
-    import torch
-
-    torch.set_grad_enabled(False)
     return ToyModel(folder)
 
 
@@ -229,40 +203,3 @@ def to_pixels(x: Tensor) -> np.ndarray:
 def upscale(image: np.ndarray, factor: int) -> np.ndarray:
     """Nearest-neighbour upscale (each pixel becomes a ``factor``×``factor`` block)."""
     return image.repeat(factor, axis=0).repeat(factor, axis=1)
-
-
-def panel(images: list[np.ndarray], labels: list[str], gap: int = 8, band: int = 20) -> np.ndarray:
-    """Images side by side on a light background, each labelled above."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    height, width = images[0].shape[:2]
-    canvas = Image.new("RGB", (len(images) * width + (len(images) + 1) * gap, height + band + gap), (245, 245, 245))
-    draw = ImageDraw.Draw(canvas)
-    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
-        left = gap + i * (width + gap)
-        canvas.paste(Image.fromarray(image), (left, band))
-        draw.text((left + 2, 4), label, fill=(20, 20, 20))
-    return np.asarray(canvas)
-
-
-def save_png(image: np.ndarray, path: Path) -> Path:
-    """Write an RGB array as PNG (written beside, then renamed, so no half file is left)."""
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    Image.fromarray(image).save(partial, format="PNG")
-    partial.replace(path)
-    return path
-
-
-def slug(text: str, limit: int = 48) -> str:
-    """A file-name-safe version of a prompt."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "prompt"
-
-
-def _tagged(observer: Callback | None, method: str) -> Callback | None:
-    if observer is None:
-        return None
-    return lambda info: observer({**info, "method": method})

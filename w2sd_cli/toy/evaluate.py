@@ -70,31 +70,27 @@ def toy_card(strong: Path, weak: Path, cfg: float = 1.5, steps: int = 25) -> Any
 
 def evaluate(card: Any, items: Sequence[Item], methods: Sequence[str], *, steps: int | None = None,
              lam: int | None = None) -> dict[str, MethodResult]:
-    """Sample every item with every method and score it with the checker."""
-    import torch
-
-    from w2sd_cli.kinds.base import GenRequest
-    from w2sd_cli.kinds.shapes import ToyUNetKind, to_pixels
-    from w2sd_cli.methods import run_method
+    """Sample every item with every method (one batch per prompt, through the engine) and score it."""
+    from w2sd_cli.engine import open_engine
+    from w2sd_cli.kinds.base import Condition, LoadSettings, Settings
+    from w2sd_cli.kinds.shapes import ToyUNetKind
     from w2sd_cli.toy.checker import verdict
 
-    kind = ToyUNetKind()
-    request = GenRequest(steps=steps, lam=lam).resolved(card)
+    settings = Settings.resolve(card, steps=steps, lam=lam)
+    engine = open_engine(card, ToyUNetKind(), settings, LoadSettings(), metrics=[])
     results = {m: MethodResult() for m in methods}
     by_prompt: dict[str, list[int]] = {}
     for item in items:
         by_prompt.setdefault(item.prompt, []).append(item.seed)
     for prompt, seeds in by_prompt.items():
-        pair = kind.prepare(card, request, prompt, batch=len(seeds))
-        x = torch.cat([pair.noise(s) for s in seeds])
         for method in methods:
             started = time.perf_counter()
-            sample = run_method(pair, method, x, lam=request.lam)
+            samples = engine.render(Condition(prompt), seeds, method)
             results[method].seconds += time.perf_counter() - started
-            results[method].nfe = sample.nfe
-            for row in range(len(seeds)):
-                v = verdict(to_pixels(sample.x[row: row + 1]), prompt)
-                results[method].verdicts.append({"prompt": prompt, "seed": seeds[row], **v})
+            results[method].nfe = samples[0].nfe
+            for sample in samples:
+                v = verdict(sample.image, prompt)
+                results[method].verdicts.append({"prompt": prompt, "seed": sample.seed, **v})
     return results
 
 

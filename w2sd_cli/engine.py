@@ -1,0 +1,254 @@
+"""The one driver: (conditions × seeds × methods) of a loaded pair into outputs with their recipes.
+
+`w2sd gen`, `w2sd bench`, `w2sd pairs check` and the Python API all go through ``Engine``; kinds only build
+what it consumes (``w2sd_cli.kinds.base``). Seeds are batched: each seed's noise is drawn on its own
+generator and the batch is stacked, so an output depends only on its seed whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from w2sd_cli.cards import PairCard
+from w2sd_cli.errors import InputError, Interrupted, ModelError
+from w2sd_cli.kinds.base import Condition, LoadedPair, LoadSettings, PairKind, PreparedPair, Settings
+from w2sd_cli.methods import get_method
+
+if TYPE_CHECKING:
+    from w2sd_cli.sampling import Callback
+
+Observer = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Sample:
+    """One output of one method from one seed, with everything needed to make it again.
+
+    Attributes:
+        method, seed, condition: what was sampled.
+        output: a PIL image (``kind == "image"``) or an ``(N, dim)`` float array (``"samples"``).
+        nfe: network predictions; ``cost``: batch-1 forward units (batched CFG counts 2).
+        seconds: wall time of this output's share of its batch (sampling and decoding).
+        recipe: the full recipe (pair, card digest, method, condition, seed, settings, sides, grid, versions).
+        verdicts: scores of the metrics the card names (e.g. the shapes checker), by metric name.
+        same_as: the method this one coincided with for this pair (rendered once), if any.
+    """
+
+    method: str
+    seed: int
+    condition: Condition
+    output: Any
+    kind: str
+    nfe: int
+    cost: float
+    seconds: float
+    recipe: dict[str, Any]
+    verdicts: dict[str, dict[str, float]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    same_as: str | None = None
+
+    @property
+    def image(self) -> Any:
+        """The PIL image (image pairs)."""
+        if self.kind != "image":
+            raise AttributeError(f"this pair makes sample sets, not images: use .samples ({self.method})")
+        return self.output
+
+    @property
+    def samples(self) -> Any:
+        """The ``(N, dim)`` sample array (sample-set pairs such as the analytic mixtures)."""
+        if self.kind != "samples":
+            raise AttributeError(f"this pair makes images, not sample sets: use .image ({self.method})")
+        return self.output
+
+    def save(self, path: str | Path) -> Path:
+        """Write the output atomically: a PNG carrying the recipe, or a ``.npy`` with a ``.json`` recipe beside it."""
+        from w2sd_cli.outputs import save_output
+
+        return save_output(self.output, self.kind, Path(path), self.recipe)
+
+
+class Engine:
+    """A loaded pair with its settings: renders batches of seeds for one condition and one method at a time.
+
+    Args:
+        card: the pair card (recorded in every recipe).
+        kind: the card's kind (what it outputs and is conditioned on).
+        loaded: the kind's loaded pair.
+        settings: sampler settings (resolved against the card).
+        load: how the pair was loaded (recorded).
+        metrics: names of metrics to score each output with (default: the card's ``metrics``).
+    """
+
+    def __init__(self, card: PairCard, kind: PairKind, loaded: LoadedPair, settings: Settings, load: LoadSettings,
+                 metrics: Sequence[str] | None = None) -> None:
+        self.card, self.kind, self.loaded, self.settings, self.load = card, kind, loaded, settings, load
+        self.metric_names = list(card.metrics if metrics is None else metrics)
+        self._prepared: tuple[Condition, Settings, PreparedPair] | None = None
+        self._metrics: dict[str, Any] = {}
+
+    @property
+    def output(self) -> str:
+        return str(self.kind.output)
+
+    def prepare(self, condition: Condition, settings: Settings | None = None) -> PreparedPair:
+        """The prepared pair of ``condition`` (the last one is kept, so a grid walks prompts in order)."""
+        settings = settings or self.settings
+        if self._prepared is not None and self._prepared[:2] == (condition, settings):
+            return self._prepared[2]
+        check_condition(self.card, self.kind, condition)
+        prepared = self.loaded.prepare(condition, settings)
+        self._prepared = (condition, settings, prepared)
+        return prepared
+
+    def render(self, condition: Condition, seeds: Sequence[int], method: str, *,
+               settings: Settings | None = None, observer: Observer | None = None) -> list[Sample]:
+        """Sample ``method`` from each seed's noise in one batch; decode; score with the card's metrics."""
+        import torch
+
+        settings = settings or self.settings
+        prepared = self.prepare(condition, settings)
+        runner = get_method(method)
+        started = time.perf_counter()
+        x = torch.cat([prepared.noise(seed) for seed in seeds])
+        try:
+            with torch.inference_mode():
+                result = runner.run(prepared, x, settings, _tagged(observer, method, seeds))
+                if not bool(torch.isfinite(result.x).all()):
+                    raise ModelError(f"{method} seed {_seeds_text(seeds)}: the sample became NaN/inf. In float16 try "
+                                     "--dtype float32 (or bfloat16); otherwise a model or LoRA is broken or its "
+                                     "scale is too large.")
+                outputs = self.loaded.decode(result.x, len(seeds))
+        except KeyboardInterrupt:
+            raise Interrupted("Interrupted: nothing partial was kept. Run the same command again.") from None
+        seconds = (time.perf_counter() - started) / len(seeds)
+        same_as = runner.same_as(prepared) if runner.same_as is not None else None
+        samples = []
+        for seed, output in zip(seeds, outputs, strict=True):
+            recipe = self.recipe(condition, seed, method, prepared, settings)
+            recipe.update(nfe=result.nfe, calls=result.calls,
+                          cost=result.cost, seconds=round(seconds, 4), same_as=same_as)
+            samples.append(Sample(method, seed, condition, output, self.output, result.nfe, result.cost,
+                                  round(seconds, 4), recipe, warnings=list(prepared.warnings), same_as=same_as))
+        self.score(samples)
+        return samples
+
+    def run(self, conditions: Sequence[Condition], seeds: Sequence[int], methods: Sequence[str], *,
+            batch_size: int = 1, observer: Observer | None = None) -> Iterator[Sample]:
+        """Every (condition, seed, method), condition-major, ``batch_size`` seeds per network call."""
+        if batch_size < 1:
+            raise InputError(f"--batch-size {batch_size}: use 1 or more.")
+        for method in methods:
+            get_method(method)
+        for condition in conditions:
+            for start in range(0, len(seeds), batch_size):
+                chunk = list(seeds[start:start + batch_size])
+                for method in methods:
+                    yield from self.render(condition, chunk, method, observer=observer)
+
+    def reference(self, condition: Condition, seed: int) -> Sample | None:
+        """The truth sampled for ``seed`` when the pair knows it (``loaded.reference``), scored like the rest."""
+        make = getattr(self.loaded, "reference", None)
+        if make is None:
+            return None
+        output = make(seed, self.settings)
+        recipe = {**self.recipe(condition, seed, "ideal", None, self.settings), "nfe": 0}
+        sample = Sample("ideal", seed, condition, output, self.output, 0, 0.0, 0.0, recipe)
+        self.score([sample])
+        return sample
+
+    def recipe(self, condition: Condition, seed: int, method: str, prepared: PreparedPair | None,
+               settings: Settings) -> dict[str, Any]:
+        """Everything needed to make an output again (what ``--from-image`` and ``Pair.generate`` read back)."""
+        from w2sd_cli.images import versions
+        from w2sd_cli.redact import redact_data
+
+        recipe: dict[str, Any] = {
+            "pair": self.card.name, "kind": self.card.kind, "card_digest": self.card.digest(), "method": method,
+            "seed": seed, "prompt": condition.prompt, "condition": condition.as_recipe(),
+            "settings": settings.as_recipe(), "load": {"device": self.load.device, "dtype": self.load.dtype},
+            "provenance": self.loaded.provenance(), "versions": versions(),
+        }
+        if prepared is not None:
+            recipe.update(sides=prepared.sides, grid=[float(t) for t in prepared.grid], warnings=prepared.warnings)
+        return redact_data(recipe)
+
+    def score(self, samples: list[Sample]) -> None:
+        """Attach the verdicts of the engine's metrics to ``samples``."""
+        for name in self.metric_names:
+            metric = self._metric(name)
+            if str(getattr(metric, "inputs", "image")) != self.output:
+                continue
+            outputs = [s.output for s in samples]
+            prompts = [s.condition.prompt for s in samples]
+            rows = metric.score(outputs, prompts, card=self.card) if self.output == "samples" else \
+                metric.score(outputs, prompts)
+            for sample, row in zip(samples, rows, strict=True):
+                sample.verdicts[name] = row
+
+    def _metric(self, name: str) -> Any:
+        if name not in self._metrics:
+            from w2sd_cli.bench.metrics.base import MetricLoad, get_metric
+
+            metric = get_metric(name)
+            loader = getattr(metric, "load", None)
+            if loader is not None:
+                loader(MetricLoad(self.load.device, self.load.dtype, self.load.offline, self.load.allow_pickle))
+            self._metrics[name] = metric
+        return self._metrics[name]
+
+
+def open_engine(card: PairCard, kind: PairKind, settings: Settings, load: LoadSettings, *,
+                metrics: Sequence[str] | None = None, observer: Observer | None = None) -> Engine:
+    """Check the card, fetch its missing models (progress to ``observer``), load the pair once."""
+    kind.check(card)
+    fetch_models(card, kind.model_keys(card), load, observer)
+    try:
+        loaded = kind.load(card, load)
+    except KeyboardInterrupt:
+        raise Interrupted("Interrupted while loading: nothing was written. Run the same command again.") from None
+    return Engine(card, kind, loaded, settings, load, metrics)
+
+
+def fetch_models(card: PairCard, keys: list[str], load: LoadSettings, observer: Observer | None) -> None:
+    """Download what ``keys`` name and is not cached yet (nothing for local ``path`` models)."""
+    remote = [k for k in keys if card.models[k].path is None]
+    if not remote:
+        return
+    from w2sd_cli import store
+
+    ensure = getattr(store, "ensure_models", None)
+    if ensure is not None:
+        ensure(card, remote, offline=load.offline, allow_pickle=load.allow_pickle, observer=observer)
+        return
+    for key in remote:
+        store.locate(card.models[key], offline=load.offline, allow_pickle=load.allow_pickle, pair=card.name, key=key)
+
+
+def check_condition(card: PairCard, kind: PairKind, condition: Condition) -> None:
+    """Refuse conditions the pair cannot use (an empty prompt for a text pair)."""
+    if kind.conditioning == "text" and not condition.prompt.strip():
+        raise InputError(f"Pair {card.name} is text-to-image: give a prompt, e.g. w2sd gen --pair {card.name} "
+                         "\"a photo of a cat\".")
+    if kind.conditioning == "class" and condition.class_label is None and not condition.prompt.strip():
+        raise InputError(f"Pair {card.name} is class-conditional: give a class name as the prompt (e.g. "
+                         "\"golden retriever\") or a class number with --class 207.")
+
+
+def _seeds_text(seeds: Sequence[int]) -> str:
+    return str(seeds[0]) if len(seeds) == 1 else f"{seeds[0]}..{seeds[-1]}"
+
+
+def _tagged(observer: Observer | None, method: str, seeds: Sequence[int]) -> Callback | None:
+    if observer is None:
+        return None
+    label = f"{method} seed {_seeds_text(seeds)}"
+
+    def tagged(info: dict[str, Any]) -> None:
+        observer({**info, "method": method, "seeds": list(seeds), "label": label})
+
+    return tagged
