@@ -38,5 +38,19 @@ def test_w2sd_flattens_the_tempered_ring(tmp_path: Path) -> None:
                                               "--json"])
     assert result.exit_code == 0, result.output
     methods = json.loads(result.stdout)["methods"]
-    assert methods["w2sd"]["kl_to_ideal"] < methods["strong"]["kl_to_ideal"] / 2
-    assert methods["weak"]["kl_to_ideal"] > methods["strong"]["kl_to_ideal"]
+    assert methods["w2sd"]["kl_to_uniform"] < methods["strong"]["kl_to_uniform"] / 2
+    assert methods["weak"]["kl_to_uniform"] > methods["strong"]["kl_to_uniform"]
+
+
+def test_the_kind_works_in_bench_and_the_python_api(tmp_path: Path) -> None:
+    import w2sd_cli
+    from w2sd_cli.cli import build_app
+
+    pair = w2sd_cli.load_pair("ring")
+    [strong] = pair.generate(method="strong", samples=2000)
+    [w2sd] = pair.generate(samples=2000)
+    assert w2sd.verdicts["mode-balance"]["kl_to_uniform"] < strong.verdicts["mode-balance"]["kl_to_uniform"]
+    result = CliRunner().invoke(build_app(), ["bench", "ring", "--seeds", "0-1", "--samples", "500", "--steps", "10",
+                                              "--out", str(tmp_path / "run"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["complete"]

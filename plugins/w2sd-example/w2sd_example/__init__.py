@@ -1,8 +1,6 @@
-"""An example w2sd plugin: one pair kind (``tempered``) and one card (``ring-tempered``).
+"""An example w2sd plugin: a pair kind (``tempered``), a metric (``mode-balance``) and a card (``ring-tempered``).
 
-The kind shows how little a kind needs: it derives the weak model from the strong one by tempering
-the mixture weights (w_k ∝ π_k^τ with τ > 1 exaggerates the strong model's bias), so W2SD pushes
-the other way: toward flatter weights.
+It uses only the public plugin API (``w2sd_cli.plugin``); see docs/plugins.md.
 """
 
 from __future__ import annotations
@@ -11,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from w2sd_cli.hookspecs import hookimpl
+from w2sd_cli.plugin import hookimpl
 
 CARDS = Path(__file__).parent / "cards"
 
@@ -27,3 +25,10 @@ def register_pair_kinds(register: Callable[[Any], None]) -> None:
 def register_pairs(register: Callable[[Any], None]) -> None:
     for path in sorted(CARDS.glob("*.yaml")):
         register(path)
+
+
+@hookimpl
+def register_metrics(register: Callable[[Any], None]) -> None:
+    from w2sd_example.kind import ModeBalance
+
+    register(ModeBalance())

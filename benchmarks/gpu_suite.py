@@ -1,0 +1,118 @@
+"""GPU suite: plain vs W2SD vs the reference loop, batch 1 vs 4, peak memory, printed as JSON ratios.
+
+On CUDA: an SDXL-size UNet with random weights and a random LoRA at 1024² (128² latent), float16, the paper's
+LoRA setting (reflection LoRA 0.8 / -1.5 at CFG 1 / 1, final LoRA 0.8 at CFG 5.5). On the CPU it runs the same
+code at tiny size (CI runs it that way, to keep it working).
+
+    python benchmarks/gpu_suite.py                     # CUDA if present, else tiny on the CPU
+    python benchmarks/gpu_suite.py --json gpu.json --steps 10
+
+Ratios printed (each measured in this one run):
+- ``w2sd_over_plain``: W2SD's time over plain sampling's, against ``predicted`` (the batch-aware cost ratio);
+- ``reference_over_w2sd``: the reference loop's time over W2SD's (outputs checked equal);
+- ``images_per_s_batch4_over_batch1``: throughput gain from batching seeds (W2SD and plain);
+- ``peak_memory_gb``: peak CUDA memory of each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_reflection import SCHEDULER, build, reference_loop, sync, w2sd_denoisers
+
+from w2sd_cli.adapters.unet import grid_from_config, schedule_from_config
+from w2sd_cli.sampling import sample_plain, sample_w2sd
+
+
+def timed(run: Any, device: torch.device) -> tuple[Any, float, float]:
+    """(result, seconds, peak GB) of one run."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    sync(device)
+    start = time.perf_counter()
+    out = run()
+    sync(device)
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
+    return out, seconds, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: 10 on CUDA, 3 on CPU)")
+    parser.add_argument("--size", default=None, help="sdxl (CUDA default) or tiny (CPU default)")
+    parser.add_argument("--latent", type=int, default=None, help="latent side (default: 128 on CUDA, 16 on CPU)")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    import diffusers
+
+    diffusers.utils.logging.set_verbosity_error()
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    dtype = torch.float16 if cuda else torch.float32
+    size = args.size or ("sdxl" if cuda else "tiny")
+    latent = args.latent or (128 if cuda else 16)
+    steps = args.steps or (10 if cuda else 3)
+    torch.set_grad_enabled(False)
+
+    unet, cond, uncond = build(size, device, dtype, rank=32)
+    config = {**SCHEDULER, "num_train_timesteps": 1000}
+    schedule = schedule_from_config(config)
+    grid = grid_from_config(schedule, config, steps)
+    lam = steps - 1
+    strong, weak, final, _ = w2sd_denoisers(unet, schedule, cond, uncond)
+    channels = unet.config.in_channels
+
+    def noise(batch: int) -> torch.Tensor:
+        seeds = [torch.randn(1, channels, latent, latent, generator=torch.Generator().manual_seed(s)) for s in
+                 range(batch)]
+        return torch.cat(seeds).to(device)
+
+    figures: dict[str, Any] = {"device": torch.cuda.get_device_name() if cuda else "cpu", "size": size,
+                               "image_side": latent * 8, "dtype": str(dtype).removeprefix("torch."), "steps": steps,
+                               "lambda": lam}
+    sample_plain(final, noise(1), schedule, grid[:2])  # warm-up
+    results: dict[int, dict[str, Any]] = {}
+    for batch in (1, 4):
+        x = noise(batch)
+        plain, plain_s, plain_gb = timed(lambda x=x: sample_plain(final, x, schedule, grid), device)
+        ours, ours_s, ours_gb = timed(lambda x=x: sample_w2sd(strong, weak, final, x, schedule, grid, lam=lam), device)
+        results[batch] = {"plain_s": plain_s, "w2sd_s": ours_s, "plain_peak_gb": plain_gb, "w2sd_peak_gb": ours_gb,
+                          "x": ours.x, "cost_ratio": ours.cost / plain.cost}
+    x1 = noise(1)
+    (ref_x, _, _), ref_s, ref_gb = timed(lambda: reference_loop(unet, x1, schedule, grid, lam, cond, uncond), device)
+    error = float((results[1]["x"] - ref_x).abs().max() / ref_x.abs().max())
+    batch_error = float((results[4]["x"][:1] - results[1]["x"]).abs().max() / results[1]["x"].abs().max())
+    one, four = results[1], results[4]
+    figures.update({
+        "plain_s_batch1": round(one["plain_s"], 4), "w2sd_s_batch1": round(one["w2sd_s"], 4),
+        "reference_s_batch1": round(ref_s, 4),
+        "w2sd_over_plain": round(one["w2sd_s"] / one["plain_s"], 4), "predicted": round(one["cost_ratio"], 4),
+        "w2sd_over_plain_over_predicted": round(one["w2sd_s"] / one["plain_s"] / one["cost_ratio"], 4),
+        "reference_over_w2sd": round(ref_s / one["w2sd_s"], 4), "reference_max_rel_error": error,
+        "images_per_s_w2sd": {b: round(b / r["w2sd_s"], 4) for b, r in results.items()},
+        "images_per_s_plain": {b: round(b / r["plain_s"], 4) for b, r in results.items()},
+        "images_per_s_batch4_over_batch1": {"w2sd": round(4 * one["w2sd_s"] / four["w2sd_s"], 4),
+                                            "plain": round(4 * one["plain_s"] / four["plain_s"], 4)},
+        "batch4_seed0_vs_batch1_max_rel_error": batch_error,
+        "peak_memory_gb": {"plain_batch1": round(one["plain_peak_gb"], 3), "w2sd_batch1": round(one["w2sd_peak_gb"], 3),
+                           "reference_batch1": round(ref_gb, 3), "w2sd_batch4": round(four["w2sd_peak_gb"], 3)},
+    })
+    print(json.dumps(figures, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+    tolerance = 2e-2 if dtype == torch.float16 else 1e-3
+    if error > tolerance or batch_error > tolerance:
+        raise SystemExit(f"outputs differ: reference {error:.2e}, batch 4 vs 1 {batch_error:.2e}")
+
+
+if __name__ == "__main__":
+    main()
