@@ -25,6 +25,7 @@ from w2sd_cli.files import write_text_atomic
 from w2sd_cli.kinds.base import GenRequest, PairKind
 from w2sd_cli.methods import METHODS
 from w2sd_cli.pairs import PairRegistry, get_registry
+from w2sd_cli.registries import NamedRegistry
 
 Observer = Callable[[dict[str, Any]], None]
 PLAN = "run.json"
@@ -118,16 +119,12 @@ class LocalExecutor:
                             round(time.perf_counter() - started, 3), share.failed)
 
 
-def executors() -> dict[str, Any]:
-    """The built-in local executor plus every plugin's (``register_executors``)."""
+def executors() -> NamedRegistry[Any]:
+    """The built-in local executor plus every plugin's (``register_executors``); built-ins keep their names."""
     from w2sd_cli.plugins import get_host
 
-    found: dict[str, Any] = {"local": LocalExecutor()}
-    for _plugin, executor in get_host().collect("register_executors"):
-        name = getattr(executor, "name", None)
-        if isinstance(name, str) and name not in found and callable(getattr(executor, "execute", None)):
-            found[name] = executor
-    return found
+    return get_host().registry("register_executors", "executor", builtins=[LocalExecutor()],
+                               check=lambda e: callable(getattr(e, "execute", None)), not_found=InputError)
 
 
 def bench(request: BenchRequest, observer: Observer | None = None,
