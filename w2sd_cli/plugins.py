@@ -162,8 +162,8 @@ class Host:
 
     def failures(self) -> list[str]:
         """One warning per failed plugin, naming it and the reason."""
-        return [f"plugin {r.name} failed ({r.error}); the pairs, kinds and metrics it provides are missing. "
-                "`w2sd plugins` lists every plugin; W2SD_DEBUG=1 shows the traceback."
+        return [f"plugin {r.name} failed ({r.error}); w2sd skips it, so pairs, kinds or metrics it provides may be "
+                "missing. `w2sd plugins` lists every plugin; W2SD_DEBUG=1 shows the traceback."
                 for r in self.records.values() if r.status == "failed"]
 
 

@@ -146,7 +146,7 @@ class NamedRegistry(Generic[T]):
             if owner is not None:
                 return owner
             if claims:
-                options = ", ".join(e.qualified_name for e in claims)
+                options = ", ".join(sorted(e.qualified_name for e in claims))
                 raise self.not_found(f"{self.what.capitalize()} name {name!r} is claimed by several plugins' "
                                      f"{self.what}s ({options}); name one of them.")
         known = [*self.plain(), *qualified]
@@ -187,7 +187,7 @@ class NamedRegistry(Generic[T]):
                 continue
             owner = self._owner(claims)
             others = [e for e in claims if e is not owner]
-            reach = ", ".join(repr(e.qualified_name) for e in others)
+            reach = ", ".join(sorted(repr(e.qualified_name) for e in others))
             if owner is not None and owner.builtin:
                 problems.append(f"{self.what} {name!r} from {_plugins(others)} clashes with the built-in one, "
                                 f"which keeps the name; use {reach} for the plugin's.")
@@ -197,13 +197,13 @@ class NamedRegistry(Generic[T]):
         return problems
 
     def __contains__(self, name: object) -> bool:
+        """Whether ``get(name)`` would return an object."""
         if not isinstance(name, str):
             return False
         try:
-            self.find(name)
+            return self.find(name).error is None
         except W2SDError:
             return False
-        return True
 
     def __getitem__(self, name: str) -> T:
         return self.get(name)
