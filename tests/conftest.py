@@ -32,8 +32,6 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 
 def fresh_plugins() -> None:
     """Forget the cached plugin host, pair registry and Typer app."""
-    from w2sd_cli import plugins
-    from w2sd_cli.cli import build_app
+    from w2sd_cli.testing import reset
 
-    plugins.reset()
-    build_app.cache_clear()
+    reset()

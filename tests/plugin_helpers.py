@@ -7,24 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from w2sd_cli.testing import fake_distribution
 
-def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, source: str,
-                   entry_name: str | None = None, version: str = "1.0") -> Path:
-    """Write ``module.py`` plus a dist-info with an entry point in group ``w2sd``, and put it on sys.path."""
-    site = tmp_path / f"site-{module}"
-    site.mkdir()
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
-    dist = site / f"{module}-{version}.dist-info"  # wheel naming: the name may not contain '-'
-    dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: {version}\n")
-    (dist / "entry_points.txt").write_text(f"[w2sd]\n{entry_name or module} = {module}\n")
+
+def install_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, source: str,
+                         entry_name: str | None = None, version: str = "1.0") -> Path:
+    """A fake distribution of ``module`` with an entry point in group ``w2sd``, on sys.path for this test."""
+    site = fake_distribution(tmp_path / f"site-{module}", module, source, entry_name=entry_name, version=version)
     monkeypatch.syspath_prepend(str(site))
     return site
 
 
 CARD = """
     CARD = {{
-        "schema": 1, "name": "{name}", "kind": "analytic", "description": "From a plugin.",
+        "schema": 1, "name": "{name}", "kind": "{kind}", "description": "From a plugin.",
         "strong": {{"mixture": {{"weights": [0.3, 0.7], "means": [[-4.0], [4.0]], "stds": 0.8}}}},
         "weak": {{"mixture": {{"weights": [0.1, 0.9], "means": [[-4.0], [4.0]], "stds": 0.8}}}},
         "defaults": {{"steps": 10, "samples": 300}},
@@ -33,9 +29,14 @@ CARD = """
 """
 
 
-def card_plugin(name: str) -> str:
+def card_source(name: str, kind: str = "analytic") -> str:
+    """Python source defining ``CARD``: a small analytic card called ``name``."""
+    return textwrap.dedent(CARD.format(name=name, kind=kind))
+
+
+def card_plugin(name: str, kind: str = "analytic") -> str:
     """Source of a plugin module that registers one analytic card called ``name``."""
-    return "from w2sd_cli.hookspecs import hookimpl\n" + textwrap.dedent(CARD.format(name=name)) + textwrap.dedent("""
+    return "from w2sd_cli.hookspecs import hookimpl\n" + card_source(name, kind) + textwrap.dedent("""
     @hookimpl
     def register_pairs(register):
         register(CARD)

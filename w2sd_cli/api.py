@@ -197,21 +197,21 @@ def load_pair(name: str | None = None, *, device: str | None = None, dtype: str 
     registry = registry or get_registry()
     entry = registry.get(name or DEFAULT_PAIR)
     return pair_from_card(entry.card, device=device, dtype=dtype, offline=offline, allow_pickle=allow_pickle,
-                          offload=offload, observer=observer, registry=registry)
+                          offload=offload, observer=observer, kind=registry.kind(entry))
 
 
 def pair_from_card(card: PairCard, *, device: str | None = None, dtype: str | None = None,
                    offline: bool | None = None, allow_pickle: bool = False, offload: bool = False,
-                   observer: Observer | None = None, registry: PairRegistry | None = None) -> Pair:
+                   observer: Observer | None = None, kind: PairKind | None = None) -> Pair:
     """Load a pair from a card object (one you built or read with ``w2sd_cli.plugin.load_card``).
 
-    Arguments as for ``load_pair``; the card's kind is looked up among the installed kinds.
+    Arguments as for ``load_pair``; ``kind`` defaults to the installed kind the card names.
     """
     import os
 
     from w2sd_cli.pairs import get_registry
 
-    kind = (registry or get_registry()).kind(card)
+    kind = kind or get_registry().kind(card)
     offline = offline if offline is not None else os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     load = LoadSettings(device=device or "auto", dtype=dtype, offline=offline, allow_pickle=allow_pickle,
                         offload=offload)

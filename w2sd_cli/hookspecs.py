@@ -1,6 +1,9 @@
 """Hook specifications (project ``w2sd``, entry-point group ``w2sd``).
 
-Every hook hands the plugin a ``register`` callback; the host owns clashes and error isolation.
+Every hook hands the plugin a ``register`` callback; the host owns clashes and error isolation. Hooks run
+built-ins first, then plugins sorted by name; a name that clashes with a built-in (or another plugin's) is
+reported and reachable only as ``plugin:name`` (see ``w2sd_cli.registries``). Use a plain ``@hookimpl``:
+``wrapper``, ``hookwrapper``, ``tryfirst`` and ``trylast`` are refused.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from w2sd_cli.kinds.base import PreparedPair, Settings
+    from w2sd_cli.registries import NamedRegistry
     from w2sd_cli.sampling import Callback, SampleResult
 
 Runner = Callable[["PreparedPair", "Tensor", "Settings", "Callback | None"], "SampleResult"]
@@ -97,23 +98,22 @@ METHODS = tuple(BUILTIN)
 """Built-in method names, in display order."""
 
 
-def all_methods() -> dict[str, Method]:
+def all_methods() -> NamedRegistry[Method]:
     """Built-in methods, then every plugin's (``register_methods``); a clashing plugin name is ``plugin:name``."""
-    from w2sd_cli.plugins import get_host
+    from w2sd_cli.plugins import method_registry
 
-    found = dict(BUILTIN)
-    for plugin, method in get_host().collect("register_methods"):
-        name = getattr(method, "name", None)
-        if isinstance(name, str) and callable(getattr(method, "run", None)):
-            found[name if name not in found else f"{plugin}:{name}"] = method
-    return found
+    return method_registry(builtins=BUILTIN.values())
 
 
 def get_method(name: str) -> Method:
-    """The method called ``name``, or an ``InputError`` listing the known ones."""
+    """The method called ``name`` (or ``plugin:name``), or an ``InputError`` listing the known ones."""
     if name in BUILTIN:
         return BUILTIN[name]
     table = all_methods()
     if name not in table:
         raise InputError(f"Unknown method {name!r}.{suggest(name, table)} Choose from {', '.join(table)}.")
-    return table[name]
+    method = table.get(name)
+    if not callable(getattr(method, "run", None)):
+        raise InputError(f"Method {name!r} (from a plugin) has no run(prepared, x, settings, callback); "
+                         "fix or uninstall that plugin.")
+    return method

@@ -52,7 +52,7 @@ def check_pair(request: CheckRequest, observer: Observer | None = None) -> dict[
     """Run (or resume) the short bench, score it and compare W2SD with strong on one metric column."""
     registry = get_registry()
     entry = registry.get(request.pair)
-    kind = registry.kind(entry.card)
+    kind = registry.kind(entry)
     default_prompts, default_metric = defaults_for(entry.card, kind)
     metric = request.metric or default_metric
     prompts = request.prompts or default_prompts

@@ -25,6 +25,7 @@ from w2sd_cli.kinds.base import Condition, LoadSettings, PairKind, Settings
 from w2sd_cli.methods import get_method
 from w2sd_cli.outputs import SUFFIX, save_output, sha256_of
 from w2sd_cli.pairs import PairRegistry, get_registry
+from w2sd_cli.registries import NamedRegistry
 
 Observer = Callable[[dict[str, Any]], None]
 PLAN = "run.json"
@@ -131,16 +132,12 @@ class LocalExecutor:
                             round(time.perf_counter() - started, 3), share.failed)
 
 
-def executors() -> dict[str, Any]:
-    """The built-in local executor plus every plugin's (``register_executors``)."""
+def executors() -> NamedRegistry[Any]:
+    """The built-in local executor plus every plugin's (``register_executors``); built-ins keep their names."""
     from w2sd_cli.plugins import get_host
 
-    found: dict[str, Any] = {"local": LocalExecutor()}
-    for _plugin, executor in get_host().collect("register_executors"):
-        name = getattr(executor, "name", None)
-        if isinstance(name, str) and name not in found and callable(getattr(executor, "execute", None)):
-            found[name] = executor
-    return found
+    return get_host().registry("register_executors", "executor", builtins=[LocalExecutor()],
+                               check=lambda e: callable(getattr(e, "execute", None)), not_found=InputError)
 
 
 def bench(request: BenchRequest, observer: Observer | None = None,
@@ -164,7 +161,7 @@ def plan_job(request: BenchRequest, registry: PairRegistry | None = None) -> Ben
     """Resolve the pair, the prompts and the settings; write (or check) the run folder's ``run.json``."""
     registry = registry or get_registry()
     entry = registry.get(request.pair)
-    card, kind = entry.card, registry.kind(entry.card)
+    card, kind = entry.card, registry.kind(entry)
     kind.check(card)
     if not request.methods:
         raise InputError("--methods is empty: give at least one method, e.g. --methods strong,w2sd.")

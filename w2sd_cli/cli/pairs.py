@@ -18,24 +18,29 @@ def register(app: typer.Typer) -> None:
 
 
 def list_pairs(json_output: JsonFlag = False) -> None:
-    """List every pair: name, kind, aliases, where it comes from."""
+    """List every pair: name, kind, aliases, where it comes from; problems and failed plugins as warnings."""
     from w2sd_cli.cli.output import err_console, print_json, table
     from w2sd_cli.pairs import get_registry
 
     registry = get_registry()
-    entries = sorted(registry.entries, key=lambda e: (e.card.name, e.plugin))
+    table_ = registry.pairs
+    entries = sorted(table_.entries(), key=lambda e: (e.name, e.plugin))
     rows: list[dict[str, Any]] = [
-        {"name": e.card.name, "kind": e.card.kind, "aliases": e.card.aliases, "plugin": e.plugin,
-         "description": e.card.description, "source": e.card.source.paper, "origin": e.origin}
-        for e in entries
+        {"name": e.obj.card.name, "address": table_.address(e), "kind": e.obj.card.kind, "aliases": e.obj.card.aliases,
+         "plugin": e.obj.plugin, "description": e.obj.card.description, "source": e.obj.card.source.paper,
+         "origin": e.obj.origin}
+        for e in entries if e.obj is not None
     ]
+    invalid = [{"name": e.name, "address": table_.address(e), "plugin": e.plugin, "error": str(e.error)}
+               for e in table_.invalid()]
     if json_output:
-        print_json({"pairs": rows, "problems": registry.problems})
+        print_json({"pairs": rows, "invalid": invalid, "problems": registry.problems,
+                    "plugin_warnings": registry.plugin_warnings})
         return
     err_console.print(table(f"{len(rows)} pairs", ["name", "kind", "plugin", "description", "source"],
-                            [[r["name"], r["kind"], r["plugin"], _first_sentence(r["description"]),
+                            [[r["address"], r["kind"], r["plugin"], _first_sentence(r["description"]),
                               _short(r["source"] or "-", 48)] for r in rows]))
-    _print_problems(registry.problems)
+    _print_problems([*registry.plugin_warnings, *registry.problems])
 
 
 def show_pair(name: PairName, json_output: JsonFlag = False) -> None:
@@ -46,7 +51,7 @@ def show_pair(name: PairName, json_output: JsonFlag = False) -> None:
     registry = get_registry()
     entry = registry.get(name)
     card = entry.card
-    kind = registry.kind(card)
+    kind = registry.kind(entry)
     kind.check(card)
     defaults = card.defaults.model_dump()
     defaults["lam"] = defaults["lam"] if defaults["lam"] is not None else card.defaults.steps - 1
@@ -95,7 +100,9 @@ def _model_status(ref: Any) -> str:
 
 
 def _print_problems(problems: list[str]) -> None:
+    from rich.markup import escape
+
     from w2sd_cli.cli.output import err_console
 
     for problem in problems:
-        err_console.print(f"[yellow]warning:[/yellow] {problem}", markup=True, soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/yellow] {escape(problem)}", markup=True, soft_wrap=True)

@@ -15,6 +15,8 @@ def plugins(json_output: JsonFlag = False) -> None:
     """List plugins (built-in and installed) with version, hooks and status (ok / failed: why)."""
     from dataclasses import asdict
 
+    from rich.markup import escape
+
     from w2sd_cli.cli.output import err_console, print_json, table
     from w2sd_cli.pairs import get_registry
     from w2sd_cli.plugins import get_host
@@ -23,10 +25,11 @@ def plugins(json_output: JsonFlag = False) -> None:
     registry = get_registry()  # calling the hooks is what reveals a plugin that fails in one
     records = [asdict(r) for r in host.records.values()]
     if json_output:
-        print_json({"plugins": records, "kinds": sorted(registry.kinds), "problems": registry.problems})
+        print_json({"plugins": records, "kinds": sorted(registry.kinds), "problems": registry.problems,
+                    "warnings": host.warnings})
         return
     rows = [[r["name"], r["version"] or "-", r["origin"], ", ".join(r["hooks"]) or "-",
              "ok" if r["status"] == "ok" else f"failed: {r['error']}"] for r in records]
     err_console.print(table(f"{len(rows)} plugins", ["name", "version", "origin", "hooks", "status"], rows))
-    for problem in registry.problems:
-        err_console.print(f"[yellow]warning:[/yellow] {problem}", markup=True, soft_wrap=True)
+    for problem in [*host.warnings, *registry.problems]:
+        err_console.print(f"[yellow]warning:[/yellow] {escape(problem)}", markup=True, soft_wrap=True)

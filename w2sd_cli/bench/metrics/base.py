@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from w2sd_cli.errors import InputError, suggest
+from w2sd_cli.registries import NamedRegistry
 
 
 @dataclass(frozen=True)
@@ -30,25 +31,22 @@ class MetricLoad:
     allow_pickle: bool = False
 
 
-def metric_registry() -> dict[str, Any]:
-    """Every registered metric by name (the first plugin to claim a name keeps it)."""
+def metric_registry() -> NamedRegistry[Any]:
+    """Every registered metric: built-ins keep their names; a clashing plugin metric is ``plugin:name``."""
     from w2sd_cli.plugins import get_host
 
-    found: dict[str, Any] = {}
-    for _plugin, metric in get_host().collect("register_metrics"):
-        name = getattr(metric, "name", None)
-        if isinstance(name, str) and callable(getattr(metric, "score", None)) and name not in found:
-            found[name] = metric
-    return found
+    return get_host().registry(
+        "register_metrics", "metric", check=lambda m: callable(getattr(m, "score", None)), not_found=InputError,
+        hint="`w2sd eval --list` describes the installed metrics.")
 
 
 def get_metric(name: str) -> Any:
-    """The metric called ``name``, or an ``InputError`` listing the installed ones."""
+    """The metric called ``name`` (or ``plugin:name``), or an ``InputError`` listing the installed ones."""
     metrics = metric_registry()
     if name not in metrics:
         raise InputError(f"No metric called {name!r}.{suggest(name, metrics)} Installed metrics: "
                          f"{', '.join(sorted(metrics)) or 'none'} (`w2sd eval --list` describes them).")
-    return metrics[name]
+    return metrics.get(name)
 
 
 def inputs_of(metric: Any) -> str:
