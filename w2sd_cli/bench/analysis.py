@@ -139,7 +139,8 @@ def _units(lines: Sequence[dict[str, Any]], values: dict[str, dict[str, float]],
     import math
 
     if col.endswith(".diversity"):
-        return {index: v[col] for (index, m), v in diversity.items() if m == method and col in v}
+        chosen = {line["prompt_index"] for line in lines}
+        return {index: v[col] for (index, m), v in diversity.items() if m == method and col in v and index in chosen}
     groups: dict[Any, list[float]] = {}
     for line in lines:
         if line["method"] != method:

@@ -1,0 +1,94 @@
+"""An instant pair kind and a plain metric, registered as a test plugin: a real bench → eval → report in
+milliseconds, with outputs whose scores the test chooses.
+
+The pair ``instant`` draws a flat grey 8×8 image per (prompt, seed, method). Its level is ``LEVEL[method]``
+plus the number after ``+`` in the prompt for that method (``"a fox w2sd+5"`` adds 5 to W2SD), plus
+``seed`` unless the prompt contains ``same`` (then every seed gives the same image). The metric
+``level`` scores an image by its mean pixel value (higher is better) and embeds it as a two-pixel vector,
+so its diversity is zero for ``same`` prompts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from w2sd_cli.hookspecs import hookimpl
+from w2sd_cli.kinds.base import PairKind
+
+LEVEL = {"weak": 60, "strong": 100, "w2sd": 100, "extrapolate": 90, "first-order": 95}
+
+
+def level(prompt: str, seed: int, method: str) -> int:
+    """The grey level the instant pair draws."""
+    bonus = sum(int(n) for n in re.findall(rf"\b{re.escape(method)}([+-]\d+)", prompt))
+    return LEVEL[method] + bonus + (0 if "same" in prompt else seed)
+
+
+class InstantRenderer:
+    output = "image"
+    uses_prompts = True
+
+    def render(self, prompt: str, seed: int, method: str, observer: Any = None) -> Any:
+        from PIL import Image
+
+        from w2sd_cli.bench.render import Rendered
+
+        value = max(0, min(255, level(prompt, seed, method)))
+        image = Image.new("RGB", (8, 8), (value, value, value))
+        if "same" not in prompt:
+            image.putpixel((0, 0), (seed * 37 % 256, 0, 255 - seed * 37 % 256))
+        return Rendered(image, 10 if method != "w2sd" else 28, 1.0)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"device": "test"}
+
+
+class InstantKind(PairKind):
+    name = "instant"
+    summary = "test kind: flat grey images"
+
+    def renderer(self, card: Any, request: Any) -> Any:
+        return InstantRenderer()
+
+
+class LevelMetric:
+    name = "level"
+    summary = "mean pixel value (test metric)"
+    directions: ClassVar[dict[str, int]] = {"score": 1}
+
+    def score(self, images: Any, prompts: Any) -> list[dict[str, float]]:
+        import numpy as np
+
+        return [{"score": float(np.asarray(im.convert("L"), dtype=np.float64).mean())} for im in images]
+
+    def embed(self, images: Any) -> Any:
+        import numpy as np
+
+        vectors = []
+        for image in images:
+            rgb = np.asarray(image.convert("RGB"), dtype=np.float64)
+            v = np.array([rgb[0, 0, 0] + 1.0, rgb[0, 0, 2] + 1.0])
+            vectors.append(v / np.linalg.norm(v))
+        return np.stack(vectors)
+
+
+class InstantPlugin:
+    @hookimpl
+    def register_pair_kinds(self, register: Any) -> None:
+        register(InstantKind())
+
+    @hookimpl
+    def register_pairs(self, register: Any) -> None:
+        register({"schema": 1, "name": "instant", "kind": "instant", "description": "test pair"})
+
+    @hookimpl
+    def register_metrics(self, register: Any) -> None:
+        register(LevelMetric())
+
+
+def install() -> None:
+    """Register the plugin on the current (per-test, fresh) plugin host."""
+    from w2sd_cli.plugins import get_host
+
+    get_host().add(InstantPlugin(), "test-instant", "test")

@@ -1,0 +1,42 @@
+"""The report's numbers checked against an independent recomputation, on an instant test pair (issue 15)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import bench_instant
+from tests.bench_helpers import invoke, invoke_json, prompt_file
+
+
+def _run(tmp_path: Path, rows: list[str], seeds: str = "0-2", methods: str = "weak,strong,w2sd") -> Path:
+    bench_instant.install()
+    prompts = prompt_file(tmp_path, rows, "prompts.csv")
+    run = tmp_path / "run"
+    invoke("bench", "instant", "--prompts", prompts, "--seeds", seeds, "--methods", methods, "--out", run)
+    invoke("eval", run, "--metric", "level")
+    return run
+
+
+def test_per_category_diversity_uses_only_that_categorys_prompts(tmp_path: Path) -> None:
+    rows = ["prompt,category", "a fox,varied", "a cat,varied", "same tree,flat", "same rock,flat", "same sea,flat"]
+    run = _run(tmp_path, rows)
+    report = invoke_json("report", run, "--no-plots", "--no-html")
+    groups = [json.loads(x) for x in (run / "scores" / "level.diversity.jsonl").read_text().splitlines()]
+    by_prompt = {(g["prompt_index"], g["method"]): g["value"] for g in groups}
+    categories = {0: "varied", 1: "varied", 2: "flat", 3: "flat", 4: "flat"}
+    for row in report["categories"]:
+        if row["metric"] != "level.diversity":
+            continue
+        mine = [v for (index, method), v in by_prompt.items()
+                if method == row["method"] and categories[index] == row["category"]]
+        assert row["n"] == len(mine) and row["mean"] == pytest.approx(float(np.mean(mine)))
+    flat = [r for r in report["categories"] if r["metric"] == "level.diversity" and r["category"] == "flat"]
+    assert flat and all(r["mean"] == pytest.approx(0, abs=1e-6) for r in flat)
+    overall = next(r for r in report["rows"] if r["metric"] == "level.diversity" and r["method"] == "w2sd")
+    assert overall["mean"] > 0
+    table = invoke("report", run, "--no-plots", "--no-html").output
+    assert "level.diversity (flat)" in table
