@@ -40,3 +40,36 @@ def test_per_category_diversity_uses_only_that_categorys_prompts(tmp_path: Path)
     assert overall["mean"] > 0
     table = invoke("report", run, "--no-plots", "--no-html").output
     assert "level.diversity (flat)" in table
+
+
+def test_a_csv_needs_a_named_prompt_column_and_keeps_its_first_prompt(tmp_path: Path) -> None:
+    from w2sd_cli.bench.prompts import load_prompt_set
+    from w2sd_cli.errors import InputError
+
+    with_ids = prompt_file(tmp_path, ["id,description", "1,a red fox", "2,a blue car"], "ids.csv")
+    with pytest.raises(InputError, match=r"'id', 'description'.*header line such as `prompt,category`"):
+        load_prompt_set(str(with_ids))
+    bare = prompt_file(tmp_path, ["a red fox", "a blue car", "a green tree"], "bare.csv")
+    with pytest.raises(InputError, match=r"first row is 'a red fox'"):
+        load_prompt_set(str(bare))
+    named = prompt_file(tmp_path, ["id,Caption", "1,a red fox", "2,a blue car"], "named.csv")
+    assert [p.text for p in load_prompt_set(str(named)).prompts] == ["a red fox", "a blue car"]
+
+
+def test_prompts_from_a_pipe_as_bash_process_substitution_gives_them(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    code = ("import sys, json; from w2sd_cli.bench.prompts import load_prompt_set; "
+            "s = load_prompt_set(sys.argv[1]); print(json.dumps([s.sha256 is not None, "
+            "[(p.text, p.category) for p in s.prompts]]))")
+    cases = {"printf 'a red fox\\na blue car\\n'": [["a red fox", None], ["a blue car", None]],
+             "printf 'prompt,category\\na red fox,animal\\n'": [["a red fox", "animal"]],
+             "printf '{\"prompt\": \"a fox\"}\\n'": [["a fox", None]]}
+    for producer, expected in cases.items():
+        done = subprocess.run(["bash", "-c", f'"$0" -c "$1" <({producer})', sys.executable, code],
+                              capture_output=True, text=True, env=env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == [True, expected]
