@@ -7,6 +7,7 @@ rerunning with the same options resumes it, skipping every finished item whichev
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from w2sd_cli.bench.grid import SEED_INDEX, Prompt, WorkItem, digest, expand, parse_seeds, prompt_dicts
+from w2sd_cli.bench.grid import Grid, Prompt, WorkItem, as_seeds, digest, prompt_dicts, seed_ranges
 from w2sd_cli.bench.manifest import MergeResult, PartWriter, finished, merge, merge_lock, part_path
 from w2sd_cli.bench.render import SUFFIX, save_output
 from w2sd_cli.bench.shard import Shard, detect_shard
@@ -28,6 +29,9 @@ from w2sd_cli.pairs import PairRegistry, get_registry
 
 Observer = Callable[[dict[str, Any]], None]
 PLAN = "run.json"
+FORMAT = 2
+"""Run plans of format 2 store seeds as ranges (``0-7,9``) and the item count, not every id; format 1 listed
+both and is read (and resumed) the same way."""
 DEFAULT_METHODS = ("weak", "strong", "w2sd", "extrapolate", "first-order")
 BOUND = ("pair", "card_digest", "settings_digest", "prompts", "seeds", "methods")
 
@@ -66,7 +70,8 @@ class BenchJob:
 
     run_dir: Path
     plan: dict[str, Any]
-    items: list[WorkItem]
+    items: Grid
+    """The grid, made on demand (iterate it, or ``items.share(rank, world)``; never list a large one)."""
     card: PairCard
     kind: PairKind
     request: GenRequest
@@ -113,7 +118,7 @@ class LocalExecutor:
     def execute(self, job: BenchJob, observer: Observer | None = None) -> BenchOutcome:
         started = time.perf_counter()
         share = run_share(job, job.shard, observer)
-        merged = merge(job.run_dir, [i.id for i in job.items])
+        merged = merge(job.run_dir, job.items.ids)
         return BenchOutcome(job.run_dir, job.shard, self.name, share.rendered, share.skipped, merged,
                             round(time.perf_counter() - started, 3), share.failed)
 
@@ -168,14 +173,16 @@ def plan_job(request: BenchRequest, registry: PairRegistry | None = None) -> Ben
     settings = {"steps": gen.steps, "lam": gen.lam, "rounds": gen.rounds, "k": request.k, "samples": gen.samples,
                 "cfg": gen.cfg, "width": gen.width, "height": gen.height, "dtype": gen.dtype,
                 "reference_interval": gen.reference_interval}
-    seeds = parse_seeds(request.seeds)
-    items = expand(prompts, seeds, list(request.methods), card.digest(), digest(settings))
-    plan = {"format": 1, "pair": card.name, "kind": card.kind, "card_digest": card.digest(),
+    seeds = seed_ranges(request.seeds)
+    items = Grid(prompts, seeds, list(request.methods), card.digest(), digest(settings))
+    items.check_unique()
+    plan = {"format": FORMAT, "pair": card.name, "kind": card.kind, "card_digest": card.digest(),
             "card": card.model_dump(mode="json", by_alias=True), "settings": settings,
             "settings_digest": digest(settings), "prompt_set": prompt_set, "prompts": prompt_dicts(prompts),
-            "seeds": seeds, "methods": list(request.methods), "output": getattr(renderer_probe, "output", "image"),
-            "ids": [i.id for i in items]}
+            "seeds": seeds if isinstance(seeds, str) else seeds.spec(), "methods": list(request.methods),
+            "output": getattr(renderer_probe, "output", "image"), "items": len(items)}
     _bind(request.out, plan)
+    plan["ids"] = items.ids
     return BenchJob(request.out, plan, items, card, kind, gen, shard, renderer_probe, request.keep_going)
 
 
@@ -226,16 +233,18 @@ def read_plan(run_dir: Path) -> dict[str, Any]:
         raise InputError(f"{run_dir} is not a bench run (no {PLAN}); make one with `w2sd bench`.") from None
     except (OSError, json.JSONDecodeError) as err:
         raise InputError(f"{path} is damaged ({err}); make a new run with `w2sd bench`.") from None
-    if not isinstance(value, dict) or value.get("format") != 1:
+    if not isinstance(value, dict) or value.get("format") not in (1, FORMAT):
         raise InputError(f"{path} is not a w2sd run plan this version understands.")
+    seeds = as_seeds(value["seeds"])
+    value["seeds"] = seeds if isinstance(seeds, str) else seeds.spec()
+    value["ids"] = items_of(value).ids
     return value
 
 
-def items_of(plan: dict[str, Any]) -> list[WorkItem]:
-    """The grid of a stored plan, in canonical order."""
+def items_of(plan: dict[str, Any]) -> Grid:
+    """The grid of a stored plan, in canonical order, made on demand."""
     prompts = [Prompt(p["index"], p["text"], p.get("category")) for p in plan["prompts"]]
-    seeds = plan["seeds"] if plan["seeds"] == SEED_INDEX else [int(s) for s in plan["seeds"]]
-    return expand(prompts, seeds, plan["methods"], plan["card_digest"], plan["settings_digest"])
+    return Grid(prompts, plan["seeds"], plan["methods"], plan["card_digest"], plan["settings_digest"])
 
 
 @dataclass(frozen=True)
@@ -254,15 +263,17 @@ def run_share(job: BenchJob, shard: Shard, observer: Observer | None = None) -> 
     and fsynced: a kill loses at most the item in flight. With ``job.keep_going`` an item that fails with a
     ``W2SDError`` (a NaN sample, say) is logged to ``failures.rank-R.jsonl`` and retried by the next run.
     """
-    mine = set(shard.take([i.id for i in job.items]))
-    _remove_stale_temps(job.run_dir / "items", {i.stem() for i in job.items if i.id in mine})
+    grid = job.items
+    _remove_stale_temps(job.run_dir / "items", grid, shard)
     done = finished(job.run_dir)
-    todo = [i for i in job.items if i.id in mine and i.id not in done]
-    skipped = len(mine) - len(todo)
-    _notify(observer, {"phase": "plan", "total": len(todo), "skipped": skipped, "rank": shard.rank,
+    skipped = sum(1 for line in done.values()
+                  if (at := grid.locate(line)) is not None and grid.owner(at, shard.world) == shard.rank)
+    count = grid.share_size(shard.rank, shard.world) - skipped
+    _notify(observer, {"phase": "plan", "total": count, "skipped": skipped, "rank": shard.rank,
                        "world": shard.world})
-    if not todo:
+    if not count:
         return ShareResult(0, skipped)
+    todo = (item for item in grid.share(shard.rank, shard.world) if item.id not in done)
     renderer = job.renderer or job.kind.renderer(job.card, job.request)
     from w2sd_cli.images import versions
 
@@ -270,7 +281,7 @@ def run_share(job: BenchJob, shard: Shard, observer: Observer | None = None) -> 
     failed = 0
     with PartWriter(part_path(job.run_dir, shard.rank)) as writer:
         for n, item in enumerate(todo):
-            _notify(observer, {"phase": "item", "done": n, "total": len(todo), "label": _label(item)})
+            _notify(observer, {"phase": "item", "done": n, "total": count, "label": _label(item)})
             try:
                 line = _render_item(job, renderer, item, observer)
             except W2SDError as err:
@@ -281,8 +292,8 @@ def run_share(job: BenchJob, shard: Shard, observer: Observer | None = None) -> 
                     failures.append({**item.as_dict(), "error": str(err), **context, "at": _now()})
                 continue
             writer.append({**line, **context, "warmup": n == 0, "finished_at": _now()})
-            _notify(observer, {"phase": "item", "done": n + 1, "total": len(todo), "label": _label(item)})
-    return ShareResult(len(todo) - failed, skipped, failed)
+            _notify(observer, {"phase": "item", "done": n + 1, "total": count, "label": _label(item)})
+    return ShareResult(count - failed, skipped, failed)
 
 
 def _render_item(job: BenchJob, renderer: Any, item: WorkItem, observer: Observer | None) -> dict[str, Any]:
@@ -315,13 +326,18 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _remove_stale_temps(folder: Path, stems: set[str]) -> None:
+def _remove_stale_temps(folder: Path, grid: Grid, shard: Shard) -> None:
     """Temporary files a killed run left for this shard's items (no other rank writes those names)."""
     if not folder.is_dir():
         return
     for path in folder.iterdir():
         name = path.name
-        if name.startswith(".") and name.endswith((".tmp", ".part")) and name[1:].split(".")[0] in stems:
+        if not (name.startswith(".") and name.endswith((".tmp", ".part"))):
+            continue
+        stem = re.fullmatch(r"p(\d+)-s(\d+)-(.+)-([0-9a-f]{8})", name[1:].split(".")[0])
+        at = grid.position(int(stem.group(1)), int(stem.group(2)), stem.group(3)) if stem else None
+        if stem and at is not None and grid.owner(at, shard.world) == shard.rank and \
+                grid[at].id.startswith(stem.group(4)):
             path.unlink(missing_ok=True)
 
 
