@@ -4,7 +4,7 @@ milliseconds, with outputs whose scores the test chooses.
 The pair ``instant`` draws a flat grey 8×8 image per (prompt, seed, method). Its level is ``LEVEL[method]``
 plus the number after ``+`` in the prompt for that method (``"a fox w2sd+5"`` adds 5 to W2SD), plus
 ``seed`` unless the prompt contains ``same`` (then every seed gives the same image). The metric
-``level`` scores an image by its mean pixel value (higher is better) and embeds it as a two-pixel vector,
+``level`` scores an image by its grey level (higher is better) and embeds it as a two-pixel vector,
 so its diversity is zero for ``same`` prompts.
 """
 
@@ -54,13 +54,13 @@ class InstantKind(PairKind):
 
 class LevelMetric:
     name = "level"
-    summary = "mean pixel value (test metric)"
+    summary = "grey level (test metric)"
     directions: ClassVar[dict[str, int]] = {"score": 1}
 
     def score(self, images: Any, prompts: Any) -> list[dict[str, float]]:
         import numpy as np
 
-        return [{"score": float(np.asarray(im.convert("L"), dtype=np.float64).mean())} for im in images]
+        return [{"score": float(np.asarray(im.convert("RGB"), dtype=np.float64)[4, 4, 1])} for im in images]
 
     def embed(self, images: Any) -> Any:
         import numpy as np
@@ -91,4 +91,6 @@ def install() -> None:
     """Register the plugin on the current (per-test, fresh) plugin host."""
     from w2sd_cli.plugins import get_host
 
-    get_host().add(InstantPlugin(), "test-instant", "test")
+    host = get_host()
+    if "test-instant" not in host.records:
+        host.add(InstantPlugin(), "test-instant", "test")

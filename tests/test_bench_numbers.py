@@ -73,3 +73,61 @@ def test_prompts_from_a_pipe_as_bash_process_substitution_gives_them(tmp_path: P
                               capture_output=True, text=True, env=env, timeout=60)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout) == [True, expected]
+
+
+def test_pairs_check_gives_both_means_and_says_when_both_sides_are_pinned(tmp_path: Path) -> None:
+    bench_instant.install()
+    flat = prompt_file(tmp_path, ["same fox", "same cat"])
+    args = ("pairs", "check", "instant", "--prompts", flat, "--count", "2", "--seed-count", "2")
+    pinned = invoke(*args, "--metric", "level", "--out", tmp_path / "a").output
+    assert "both score 100 on every prompt" in pinned and "cannot show a difference" in pinned
+    assert "no clear difference" not in pinned and "mean 100 (W2SD) vs 100 (strong)" in pinned
+    best = invoke_json(*args, "--metric", "image-stats", "--key", "clipped", "--out", tmp_path / "b")
+    assert best["ceiling"] is True and best["best"] == 0 and best["mean"] == best["baseline_mean"] == 0
+    assert "best value" in invoke(*args, "--metric", "image-stats", "--key", "clipped", "--out",
+                                  tmp_path / "b").output
+    varied = prompt_file(tmp_path, ["a fox w2sd+5", "a cat w2sd+7"], "varied.txt")
+    result = invoke_json("pairs", "check", "instant", "--prompts", varied, "--count", "2", "--seed-count", "2",
+                         "--metric", "level", "--out", tmp_path / "c")
+    assert result["mean"] - result["baseline_mean"] == pytest.approx(6) and not result["ceiling"]
+    assert result["constant"] is None and "fewer than 10" in result["warning"]
+
+
+def test_signed_deltas_ties_count_half_and_small_n_warnings(tmp_path: Path) -> None:
+    rows = ["prompt", "one w2sd+5", "two", "three", "four w2sd-3"]
+    run = _run(tmp_path, rows, seeds="0")
+    report = invoke_json("report", run, "--no-plots", "--no-html")
+    w2sd = next(r for r in report["rows"] if r["metric"] == "level" and r["method"] == "w2sd")["vs_strong"]
+    assert w2sd["win_rate"] == pytest.approx((1 + 0.5 * 2) / 4) and w2sd["diff"] == pytest.approx(0.5)
+    assert any("Only 4 prompts" in w for w in report["warnings"])
+    table = invoke("report", run, "--no-plots", "--no-html").output
+    assert "+0.5" in table and "-40" in table, "Δ shows its sign, up and down"
+    assert "ties count half" in table and "warning: Only 4 prompts" in table
+    many = _run(tmp_path / "many", ["prompt", *(f"prompt {n}" for n in range(10))], seeds="0")
+    assert invoke_json("report", many, "--no-plots", "--no-html")["warnings"] == []
+
+
+def test_message_slips(tmp_path: Path) -> None:
+    from w2sd_cli.bench.metrics.base import MetricLoad, get_metric
+    from w2sd_cli.errors import InputError, OfflineError
+    from w2sd_cli.paths import registry_dir
+
+    invoke("bench", "gmm-1d", "--seeds", "0", "--samples", "50", "--steps", "4", "--methods", "strong",
+           "--out", tmp_path / "run")
+    from w2sd_cli.bench.evaluate import evaluate
+
+    with pytest.raises(InputError, match=r"made sample sets;") as err:
+        evaluate(tmp_path / "run", ["image-stats"])
+    assert "sampless" not in str(err.value)
+    with pytest.raises(InputError) as err:
+        get_metric("nosuchmetric")
+    assert "Did you mean" not in str(err.value) and "Installed metrics" in str(err.value)
+    with pytest.raises(InputError, match="Did you mean 'pickscore'"):
+        get_metric("pickscor")
+    with pytest.raises(InputError, match="Did you mean 'image-stats'"):
+        get_metric("stats")
+    with pytest.raises(OfflineError) as offline:
+        get_metric("pickscore").load(MetricLoad(device="cpu", offline=True))
+    text = str(offline.value)
+    shipped = registry_dir() / "metrics" / "pickscore.yaml"
+    assert f"copy the card {shipped}" in text and shipped.is_file() and "laion/CLIP-ViT-H-14" in text

@@ -124,8 +124,8 @@ def summary_rows(report: Report, columns: list[str] | None = None,
         interval = f"[{c.low:+.4g}, {c.high:+.4g}]" if c and c.low is not None and c.high is not None else None
         cost = report.cost.get(row.method, {})
         body.append([row.metric + (f" ({row.category})" if row.category else ""), row.method, row.mean,
-                     c.diff if c else None, interval, c.win_rate if c else None, cost.get("nfe"),
-                     cost.get("seconds"), row.n])
+                     f"{c.diff:+.4g}" if c and c.diff is not None else None, interval, c.win_rate if c else None,
+                     cost.get("nfe"), cost.get("seconds"), row.n])
     return header, body
 
 

@@ -62,9 +62,15 @@ def locate_model(card: MetricCard, key: str, options: MetricLoad) -> Path:
     try:
         return Path(locate(card.models[key], offline=options.offline, allow_pickle=options.allow_pickle))
     except OfflineError:
-        raise OfflineError(f"Metric {card.name}: model {key!r} is not downloaded and w2sd is offline. Run "
-                           f"`w2sd eval` once online (or put the files where the card "
-                           f"{home() / 'metrics' / (card.name + '.yaml')} says).") from None
+        ref = card.models[key]
+        where = str(ref.path or ref.repo_id or ref.url) + (f", file {ref.filename}" if ref.filename else "")
+        user = home() / "metrics" / f"{card.name}.yaml"
+        local = (f"set `path:` on its models in {user}" if user.is_file() else
+                 f"copy the card {registry_dir() / 'metrics' / (card.name + '.yaml')} to {user} and set `path:` "
+                 "on each of its models")
+        raise OfflineError(f"Metric {card.name}: model {key!r} ({where}) is not downloaded and w2sd is offline, so "
+                           f"it made no network call. Run the same `w2sd eval ... --metric {card.name}` once online "
+                           f"to fetch it; or, to use files you already have, {local}.") from None
 
 
 def load_weights(path: Path, allow_pickle: bool) -> dict[str, Any]:
