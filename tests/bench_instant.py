@@ -73,6 +73,17 @@ class LevelMetric:
         return np.stack(vectors)
 
 
+class BrightChecker:
+    """A 0/1 checker: is the image at least as bright as strong's level?"""
+
+    name = "bright"
+    summary = "1 when the grey level is at least 100 (test checker)"
+    directions: ClassVar[dict[str, int]] = {"all": 1}
+
+    def score(self, images: Any, prompts: Any) -> list[dict[str, float]]:
+        return [{"all": float(row["score"] >= 100)} for row in LevelMetric().score(images, prompts)]
+
+
 class InstantPlugin:
     @hookimpl
     def register_pair_kinds(self, register: Any) -> None:
@@ -85,6 +96,7 @@ class InstantPlugin:
     @hookimpl
     def register_metrics(self, register: Any) -> None:
         register(LevelMetric())
+        register(BrightChecker())
 
 
 def install() -> None:

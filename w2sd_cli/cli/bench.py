@@ -147,13 +147,14 @@ def report(
     json_output: JsonFlag = False,
 ) -> None:
     """Per method and metric: mean, paired Δ vs strong with a bootstrap 95% CI, win rate, NFE, s/item."""
-    from w2sd_cli.bench.report import build, shown_columns, summary_rows
+    from w2sd_cli.bench.report import build, headline, shown_columns, summary_rows
     from w2sd_cli.cli.output import err_console, print_json, table
 
     result, files = build(run_dir, out, plots=plots, page=html)
     if json_output:
-        print_json({**result.as_dict(), "files": {"json": str(files.json), "plots": [str(p) for p in files.plots],
-                                                  "html": str(files.html) if files.html else None}})
+        paths = {"json": str(files.json), "plots": [str(p) for p in files.plots],
+                 "html": str(files.html) if files.html else None}
+        print_json({**result.as_dict(), "headline": headline(result), "files": paths})
         return
     if not result.metrics:
         err_console.print(f"no scores yet: run `w2sd eval {run_dir}` (add --metric NAME; `w2sd eval --list`).")
