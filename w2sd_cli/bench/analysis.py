@@ -21,6 +21,8 @@ from w2sd_cli.bench.runner import failures, read_plan
 
 BASELINE = "strong"
 BOOTSTRAP = 2000
+SMALL_N = 10
+"""Fewer paired units than this and a comparison gets a warning: its interval and win rate are coarse."""
 
 
 @dataclass
@@ -32,6 +34,8 @@ class Comparison:
     high: float | None
     win_rate: float | None
     units: int
+    constant: float | None = None
+    """The one value every compared unit has on both sides (a metric pinned at, say, its ceiling), else None."""
 
 
 @dataclass
@@ -63,6 +67,9 @@ class Report:
     failed: int = 0
     rows: list[Row] = field(default_factory=list)
     categories: list[Row] = field(default_factory=list)
+    bounds: dict[str, list[float]] = field(default_factory=dict)
+    """Per column the metric's declared [worst-or-lowest, highest] values, where it declares them."""
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,16 +113,19 @@ def analyse(run_dir: Path, baseline: str = BASELINE, seed: int = 0) -> Report:
     methods = [m for m in plan["methods"] if any(ln["method"] == m for ln in lines)]
     directions: dict[str, int] = {}
     primary: dict[str, str] = {}
+    bounds: dict[str, list[float]] = {}
     for name, meta in metas.items():
         for key in meta.get("keys", []):
             directions[column(name, key)] = direction(meta, key)
         primary[name] = column(name, meta.get("primary", "score"))
+        for key, pair in (meta.get("bounds") or {}).items():
+            bounds[column(name, key)] = [float(pair[0]), float(pair[1])]
         if meta.get("diversity"):
             directions[f"{name}.diversity"] = 0
     columns = sorted(directions)
     several_prompts = len({ln["prompt_index"] for ln in lines}) > 1
     report = Report(str(run_dir), plan["pair"], methods, columns, primary, "prompt" if several_prompts else "seed",
-                    len(lines), len(plan["ids"]), _cost(lines, methods), len(failures(run_dir)))
+                    len(lines), len(plan["ids"]), _cost(lines, methods), len(failures(run_dir)), bounds=bounds)
     categories = sorted({str(ln["category"]) for ln in lines if ln.get("category")})
     for col in columns:
         for method in methods:
@@ -129,7 +139,23 @@ def analyse(run_dir: Path, baseline: str = BASELINE, seed: int = 0) -> Report:
                 row = _row(method, col, mine, base, directions[col], method != baseline, seed)
                 row.category = category
                 report.categories.append(row)
+    report.warnings = small_n_warnings(report)
     return report
+
+
+def small_n_warnings(report: Report) -> list[str]:
+    """Plain warnings when comparisons rest on fewer than ``SMALL_N`` units."""
+    found = []
+    units = [r.vs_strong.units for r in report.rows if r.vs_strong is not None and r.vs_strong.units]
+    if units and min(units) < SMALL_N:
+        found.append(f"Only {min(units)} {report.unit}{'s' if min(units) != 1 else ''} back the comparisons with "
+                     f"strong (fewer than {SMALL_N}): intervals are wide and win rates coarse; add prompts before "
+                     "trusting a difference.")
+    per_category = [r.vs_strong.units for r in report.categories if r.vs_strong is not None and r.vs_strong.units]
+    if per_category and min(per_category) < SMALL_N:
+        found.append(f"Per-category rows rest on as few as {min(per_category)} prompt"
+                     f"{'s' if min(per_category) != 1 else ''}: read them as hints, not results.")
+    return found
 
 
 def _units(lines: Sequence[dict[str, Any]], values: dict[str, dict[str, float]],
@@ -139,7 +165,8 @@ def _units(lines: Sequence[dict[str, Any]], values: dict[str, dict[str, float]],
     import math
 
     if col.endswith(".diversity"):
-        return {index: v[col] for (index, m), v in diversity.items() if m == method and col in v}
+        chosen = {line["prompt_index"] for line in lines}
+        return {index: v[col] for (index, m), v in diversity.items() if m == method and col in v and index in chosen}
     groups: dict[Any, list[float]] = {}
     for line in lines:
         if line["method"] != method:
@@ -159,6 +186,8 @@ def _row(method: str, col: str, mine: dict[Any, float], base: dict[Any, float], 
     if compare:
         shared = sorted(set(mine) & set(base), key=str)
         row.vs_strong = paired([mine[u] for u in shared], [base[u] for u in shared], sign, seed)
+        values = {mine[u] for u in shared} | {base[u] for u in shared}
+        row.vs_strong.constant = values.pop() if len(values) == 1 else None
     return row
 
 
@@ -199,10 +228,16 @@ def _cost(lines: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, 
 
 
 def verdict(report: Report, metric: str, method: str = "w2sd") -> dict[str, Any]:
-    """Whether ``method`` beats the baseline on ``metric``: ``better``, ``worse`` or ``unclear`` (CI spans 0)."""
+    """Whether ``method`` beats the baseline on ``metric``: ``better``, ``worse`` or ``unclear`` (CI spans 0).
+
+    Besides the difference it gives both means, ``constant`` (the value every unit has on both sides, if one),
+    ``ceiling`` (both means sit at the metric's best declared value, so no difference can show) and a small-n
+    ``warning``.
+    """
     row = report.row(method, metric)
     if row is None or row.vs_strong is None or row.vs_strong.diff is None:
         return {"metric": metric, "method": method, "verdict": "unknown"}
+    base = report.row(BASELINE, metric)
     comparison = row.vs_strong
     sign = row.direction or 1
     if comparison.low is None or comparison.high is None:
@@ -213,6 +248,19 @@ def verdict(report: Report, metric: str, method: str = "w2sd") -> dict[str, Any]
         outcome = "worse"
     else:
         outcome = "unclear"
+    best = _best(report.bounds.get(metric), row.direction)
+    means = (row.mean, base.mean if base else None)
+    ceiling = best is not None and all(m is not None and abs(m - best) <= 1e-9 * max(1.0, abs(best)) for m in means)
+    warning = (f"only {comparison.units} paired {report.unit}s (fewer than {SMALL_N}): the interval is wide"
+               if comparison.units < SMALL_N else None)
     return {"metric": metric, "method": method, "verdict": outcome, "diff": comparison.diff, "low": comparison.low,
             "high": comparison.high, "win_rate": comparison.win_rate, "units": comparison.units,
-            "direction": row.direction}
+            "direction": row.direction, "mean": means[0], "baseline": BASELINE, "baseline_mean": means[1],
+            "constant": comparison.constant, "ceiling": ceiling, "best": best, "warning": warning}
+
+
+def _best(bounds: list[float] | None, sign: int) -> float | None:
+    """The best value a metric can take in its direction, when it declares its bounds."""
+    if bounds is None or sign == 0:
+        return None
+    return bounds[1] if sign > 0 else bounds[0]

@@ -64,8 +64,9 @@ def evaluate(run_dir: Path, metrics: Sequence[str] | None = None, *, load: Metri
     chosen = [get_metric(name) for name in metrics or default_metrics(plan)]
     for metric in chosen:
         if inputs_of(metric) != plan.get("output", "image"):
+            made = {"image": "images", "samples": "sample sets"}.get(str(plan.get("output")), str(plan.get("output")))
             raise InputError(f"Metric {metric.name} scores {inputs_of(metric)} outputs, but this run made "
-                             f"{plan.get('output')}s; `w2sd eval --list` shows which metric fits.")
+                             f"{made}; `w2sd eval --list` shows which metric fits.")
     with merge_lock(run_dir, ".eval.lock"):  # a second eval (another rank, say) waits, then reuses the scores
         for metric in chosen:
             if callable(getattr(metric, "load", None)):
@@ -101,7 +102,7 @@ def _score_metric(run_dir: Path, metric: Any, lines: list[dict[str, Any]], card:
     outcome.reused[metric.name] = len(lines) - outcome.scored[metric.name]
     meta = {"name": metric.name, "summary": getattr(metric, "summary", ""),
             "directions": dict(getattr(metric, "directions", {}) or {}), "primary": primary_key(metric, keys),
-            "keys": keys}
+            "keys": keys, "bounds": {k: list(v) for k, v in (getattr(metric, "bounds", {}) or {}).items()}}
     if embeds:
         outcome.diversity_groups[metric.name] = _diversity(folder, metric.name, embed_dir, lines)
         meta["diversity"] = True

@@ -10,7 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -101,7 +101,7 @@ class MergeResult:
     path: Path
     done: int
     total: int
-    missing: list[str]
+    missing: Collection[str]
 
     @property
     def complete(self) -> bool:
@@ -125,14 +125,39 @@ def merge(run_dir: Path, order: Sequence[str]) -> MergeResult:
 
     Args:
         run_dir: the run folder.
-        order: the grid's ids in canonical order; lines for other ids are dropped.
+        order: the grid's ids in canonical order; lines for other ids are dropped. A run plan's ``ids``
+            (``GridIds``) place each finished line by its ``locate`` instead, so merging costs the finished
+            items, not the grid.
     """
     with merge_lock(run_dir):
         done = finished(run_dir)
-        lines = [done[i] for i in order if i in done]
+        locate = getattr(order, "locate", None)
+        if callable(locate):
+            placed = sorted((at, line["id"]) for line in done.values() if (at := locate(line)) is not None)
+            lines = [done[i] for _at, i in placed]
+            missing: Collection[str] = _Missing(order, {i for _at, i in placed})
+        else:
+            lines = [done[i] for i in order if i in done]
+            missing = [i for i in order if i not in done]
         text = "".join(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n" for line in lines)
         write_text_atomic(run_dir / MERGED, text)
-    return MergeResult(run_dir / MERGED, len(lines), len(order), [i for i in order if i not in done])
+    return MergeResult(run_dir / MERGED, len(lines), len(order), missing)
+
+
+class _Missing(Collection[str]):
+    """The unfinished ids of a grid, counted at once and listed only on demand."""
+
+    def __init__(self, order: Sequence[str], done: set[str]) -> None:
+        self.order, self.done = order, done
+
+    def __len__(self) -> int:
+        return len(self.order) - len(self.done)
+
+    def __iter__(self) -> Iterator[str]:
+        return (i for i in self.order if i not in self.done)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self.order and item not in self.done
 
 
 def comparable(lines: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

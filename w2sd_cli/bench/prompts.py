@@ -1,8 +1,9 @@
 """Prompt sets: registry entries (a URL pinned by sha256, fetched into the store) or the user's own files.
 
 A registry entry is a small YAML card in ``registry/prompts`` or ``$W2SD_HOME/prompts``. A user file is
-CSV (a ``prompt``/``caption``/``text`` column, else the first; optional ``category``), TXT (one prompt a
-line) or JSONL (``{"prompt": ..., "category": ...}`` a line). Empty prompts are skipped; ``limit`` takes
+CSV (a header naming a ``prompt``/``caption``/``text`` column, else an error; optional ``category``), TXT (one
+prompt a line) or JSONL (``{"prompt": ..., "category": ...}`` a line); a pipe (``--prompts <(...)``) has its
+format sniffed from its first line. Empty prompts are skipped; ``limit`` takes
 the first N non-empty ones (the paper uses the first 100 Pick-a-Pic test captions).
 """
 
@@ -25,6 +26,7 @@ from w2sd_cli.errors import CardError, InputError, OfflineError, suggest
 from w2sd_cli.paths import home, registry_dir
 
 TEXT_COLUMNS = ("prompt", "prompts", "caption", "text")
+SUFFIXES = {".csv": "csv", ".txt": "txt", ".jsonl": "jsonl", ".json": "jsonl"}
 CATEGORY_COLUMNS = ("category", "categories")
 
 
@@ -104,20 +106,43 @@ def load_prompt_set(spec: str, *, limit: int | None = None, offline: bool = Fals
         prompts = parse_prompts(blob.read_bytes(), card.format, card.text_column, card.category_column,
                                 origin=f"prompt set {card.name}")
         return PromptSet(card.name, card.file.url, card.file.sha256, _take(prompts, limit or card.limit))
-    if path.is_file():
-        fmt = {".csv": "csv", ".txt": "txt", ".jsonl": "jsonl", ".json": "jsonl"}.get(path.suffix.lower())
-        if fmt is None:
-            raise InputError(f"{path}: give prompts as .csv, .txt or .jsonl.")
-        from w2sd_cli.store.layout import sha256_file
-
-        prompts = parse_prompts(path.read_bytes(), fmt, None, None, origin=str(path))
-        return PromptSet(path.stem, str(path.resolve()), sha256_file(path), _take(prompts, limit))
+    if path.exists() and not path.is_dir():
+        return _user_file(path, limit)
     known = ", ".join(sorted({c.name for c in cards.values()} | set(local_names()))) or "none"
     shipped = named_file(spec)
     if shipped is not None:
         return load_prompt_set(str(shipped), limit=limit)
     raise InputError(f"No prompt set or file called {spec!r}.{suggest(spec, cards)} Known sets: {known}; "
                      "or give a .csv/.txt/.jsonl path.")
+
+
+def _user_file(path: Path, limit: int | None) -> PromptSet:
+    """A prompt file the user names; read once, so a pipe (``--prompts <(...)``, ``/dev/fd/N``) works too."""
+    import hashlib
+
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read this prompt file ({err.strerror or err}).") from None
+    fmt = SUFFIXES.get(path.suffix.lower()) or (sniff_format(data) if not path.is_file() else None)
+    if fmt is None:
+        raise InputError(f"{path}: give prompts as .csv, .txt or .jsonl.")
+    prompts = parse_prompts(data, fmt, None, None, origin=str(path))
+    origin = str(path.resolve()) if path.is_file() else str(path)
+    return PromptSet(path.stem or path.name, origin, hashlib.sha256(data).hexdigest(), _take(prompts, limit))
+
+
+def sniff_format(data: bytes) -> str:
+    """The format of a file without a suffix (a pipe): JSONL when its first line is a JSON object or string,
+    CSV when its first line is a header naming a prompt column, else one prompt a line."""
+    first = next((line for line in data.decode("utf-8-sig", errors="replace").splitlines() if line.strip()), "")
+    try:
+        if isinstance(json.loads(first), dict | str):
+            return "jsonl"
+    except json.JSONDecodeError:
+        pass
+    header = next(csv.reader(io.StringIO(first)), [])
+    return "csv" if {h.strip().lower() for h in header} & set(TEXT_COLUMNS) else "txt"
 
 
 def local_names() -> list[str]:
@@ -188,7 +213,10 @@ def _csv_rows(text: str, text_column: str | None, category_column: str | None,
     text_at = column(text_column, TEXT_COLUMNS)
     category_at = column(category_column, CATEGORY_COLUMNS)
     if text_at is None:
-        text_at = 0
+        found = ", ".join(repr(h) for h in header) or "none"
+        raise InputError(f"{origin}: a CSV prompt file needs a header row naming its prompt column "
+                         f"({', '.join(TEXT_COLUMNS)}; optional: category). Its first row is {found}. Add a "
+                         "header line such as `prompt,category`, or give one prompt a line as a .txt file.")
     return [(row[text_at] if len(row) > text_at else "",
              row[category_at] if category_at is not None and len(row) > category_at else None) for row in reader]
 

@@ -14,16 +14,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from w2sd_cli.bench.analysis import Report, Row, analyse
+from w2sd_cli.bench.analysis import SMALL_N, Report, Row, analyse, verdict
 from w2sd_cli.bench.manifest import merge as merge_parts
 from w2sd_cli.bench.manifest import read_lines
 from w2sd_cli.bench.runner import read_plan
 from w2sd_cli.files import atomic_path, write_text_atomic
 from w2sd_cli.outputs import load_output
 
-GRID_METHODS = (("weak", "weak"), ("strong", "strong"), ("w2sd", "W2SD"))
+LABELS = {"weak": "weak", "strong": "strong", "w2sd": "W2SD", "extrapolate": "extrapolate",
+          "first-order": "first-order", "equal-nfe": "equal-NFE"}
+COLOURS = {"weak": "#7f7f7f", "strong": "#1f77b4", "w2sd": "#d62728", "extrapolate": "#2ca02c",
+           "first-order": "#9467bd", "equal-nfe": "#ff7f0e"}
+"""One fixed colour per method in every plot and on the page."""
+SPARE_COLOURS = ("#8c564b", "#e377c2", "#bcbd22", "#17becf")
 GRID_PROMPTS = 8
-THUMB = 256
+GRID_SEEDS = 32
+THUMB = 160
+
+
+def colour(method: str, methods: list[str] | None = None) -> str:
+    """The method's fixed colour (plugin methods take spare colours in the run's order)."""
+    if method in COLOURS:
+        return COLOURS[method]
+    others = [m for m in (methods or [method]) if m not in COLOURS]
+    return SPARE_COLOURS[others.index(method) % len(SPARE_COLOURS)] if method in others else SPARE_COLOURS[0]
 
 
 @dataclass
@@ -45,7 +59,8 @@ def build(run_dir: Path, out: Path | None = None, *, plots: bool = True,
     folder = out or run_dir / "report"
     folder.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(folder, folder / "report.json")
-    write_text_atomic(files.json, json.dumps(report.as_dict(), indent=1, default=str) + "\n")
+    write_text_atomic(files.json, json.dumps({**report.as_dict(), "headline": headline(report)}, indent=1,
+                                             default=str) + "\n")
     if plots:
         files.plots = write_plots(report, folder)
     if page:
@@ -54,10 +69,48 @@ def build(run_dir: Path, out: Path | None = None, *, plots: bool = True,
 
 
 def shown_columns(report: Report) -> list[str]:
-    """Each metric's primary column plus diversity columns (what plots and the summary show)."""
-    chosen = list(report.primary.values())
+    """Each metric's primary column, then diversity columns (what plots and the summary show)."""
+    chosen = [c for c in report.primary.values() if c in report.metrics]
     chosen += [m for m in report.metrics if m.endswith(".diversity")]
-    return [c for c in report.metrics if c in chosen] or report.metrics
+    return chosen or report.metrics
+
+
+def ordered_columns(report: Report) -> list[str]:
+    """Every column, primary ones first, then diversity, then the other (secondary) keys."""
+    first = shown_columns(report)
+    return first + [c for c in report.metrics if c not in first]
+
+
+def headline(report: Report, method: str = "w2sd") -> list[dict[str, Any]]:
+    """Per primary metric: the verdict of ``method`` against strong and one plain sentence saying it."""
+    if method not in report.methods or "strong" not in report.methods:
+        return []
+    found = []
+    for col in [c for c in report.primary.values() if c in report.metrics]:
+        result = verdict(report, col, method)
+        if result["verdict"] == "unknown":
+            continue
+        result["sentence"] = _sentence(result, report.unit)
+        found.append(result)
+    return found
+
+
+def _sentence(result: dict[str, Any], unit: str) -> str:
+    metric, units = result["metric"], result["units"]
+    better = {1: "higher is better", -1: "lower is better"}.get(result["direction"], "neither way is better")
+    interval = (f" (95% CI {result['low']:+.3g} to {result['high']:+.3g})" if result.get("low") is not None
+                else " (no interval: one unit)")
+    delta = f"Δ {result['diff']:+.3g}{interval}"
+    wins = f"winning {result['win_rate']:.0%} of {units} {unit}s"
+    pinned = result.get("best") if result.get("ceiling") else result.get("constant")
+    if pinned is not None:
+        return (f"On {metric}, W2SD and strong both score {pinned:.4g} on every {unit}: this set cannot show a "
+                "difference.")
+    if result["verdict"] == "better":
+        return f"W2SD beats strong on {metric} ({better}): {delta}, {wins}."
+    if result["verdict"] == "worse":
+        return f"W2SD is worse than strong on {metric} ({better}): {delta}, {wins}."
+    return f"No clear difference between W2SD and strong on {metric} ({better}): {delta} over {units} {unit}s."
 
 
 def write_plots(report: Report, folder: Path) -> list[Path]:
@@ -78,8 +131,9 @@ def write_plots(report: Report, folder: Path) -> list[Path]:
             nfe = report.cost[method]["nfe"]
             if row is None or row.mean is None or nfe is None:
                 continue
-            ax.scatter([nfe], [row.mean], s=36)
-            ax.annotate(method, (nfe, row.mean), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.scatter([nfe], [row.mean], s=64, color=colour(method, report.methods), label=LABELS.get(method, method))
+            ax.annotate(LABELS.get(method, method), (nfe, row.mean), textcoords="offset points", xytext=(5, 4),
+                        fontsize=8)
         ax.set_xlabel("NFE per item")
         ax.set_title(col, fontsize=9)
         ax.grid(alpha=0.3)
@@ -89,16 +143,21 @@ def write_plots(report: Report, folder: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(max(4.5, 1.4 * len(columns) * max(1, len(others))), 3.4))
     width = 0.8 / max(1, len(others))
     for n, method in enumerate(others):
-        rates = []
-        for col in columns:
+        for i, col in enumerate(columns):
             row = report.row(method, col)
-            rates.append(row.vs_strong.win_rate if row and row.vs_strong and row.vs_strong.win_rate is not None
-                         else 0.0)
-        ax.bar([i + n * width for i in range(len(columns))], rates, width, label=method)
+            rate = row.vs_strong.win_rate if row and row.vs_strong else None
+            x = i + n * width
+            if rate is None:
+                ax.text(x, 0.02, "n/a", ha="center", fontsize=7)
+                continue
+            # a zero rate still gets a visible stub and its label, never an empty slot
+            ax.bar([x], [max(rate, 0.012)], width, color=colour(method, report.methods),
+                   label=LABELS.get(method, method) if i == 0 else None)
+            ax.text(x, max(rate, 0.012) + 0.02, f"{rate:.0%}", ha="center", fontsize=7)
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
     ax.set_xticks([i + width * (len(others) - 1) / 2 for i in range(len(columns))], columns, fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel(f"win rate vs strong (per {report.unit})")
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel(f"win rate vs strong (per {report.unit}; ties half)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     written.append(_save(fig, folder / "win-rate.png"))
@@ -117,49 +176,80 @@ def summary_rows(report: Report, columns: list[str] | None = None,
     """The table: per metric column and method the mean, Δ vs strong [95% CI], win rate, NFE, s/item."""
     header = ["metric", "method", "mean", "Δ vs strong", "95% CI", "win rate", "NFE", "s/item", "n"]
     body = []
-    for row in rows if rows is not None else report.rows:
-        if columns is not None and row.metric not in columns:
-            continue
+    chosen = rows if rows is not None else report.rows
+    if columns is not None:
+        chosen = sorted((r for r in chosen if r.metric in columns), key=lambda r: columns.index(r.metric))
+    for row in chosen:
         c = row.vs_strong
         interval = f"[{c.low:+.4g}, {c.high:+.4g}]" if c and c.low is not None and c.high is not None else None
         cost = report.cost.get(row.method, {})
         body.append([row.metric + (f" ({row.category})" if row.category else ""), row.method, row.mean,
-                     c.diff if c else None, interval, c.win_rate if c else None, cost.get("nfe"),
-                     cost.get("seconds"), row.n])
+                     f"{c.diff:+.4g}" if c and c.diff is not None else None, interval, c.win_rate if c else None,
+                     cost.get("nfe"), cost.get("seconds"), row.n])
     return header, body
 
 
 def write_html(report: Report, run_dir: Path, plan: dict[str, Any], plots: list[Path], path: Path) -> Path:
-    """One self-contained page: run facts, the table, the plots and the comparison grid."""
-    header, body = summary_rows(report)
-    parts = [f"<h1>w2sd report: {_e(report.pair)}</h1>",
+    """One self-contained page: the verdict first, then run facts, the tables, the plots and the image grid."""
+    columns = ordered_columns(report)
+    primary = set(report.primary.values())
+    header, body = summary_rows(report, columns, sorted(report.rows, key=lambda r: columns.index(r.metric)))
+    parts = [f"<h1>w2sd report: {_e(report.pair)}</h1>", _verdict_html(report), _legend(report.methods),
              f"<p>{report.done} of {report.total} items"
              f"{f' ({report.failed} failed, see failures.rank-*.jsonl)' if report.failed else ''}; "
              f"unit of comparison: {report.unit}; "
              f"steps {plan['settings'].get('steps')}, λ {plan['settings'].get('lam')}; "
              f"prompts: {_e(str(plan['prompt_set'].get('name')))} ({len(plan['prompts'])}); "
              f"seeds: {_e(str(plan['seeds']))}. Δ is paired against <b>strong</b> with a percentile-bootstrap 95% "
-             "interval; win rate counts units where the method is better (ties half; where no direction is better, "
-             "e.g. saturation or diversity, it counts units where the method is higher).</p>",
-             _table(header, body)]
+             "interval; win rate counts units where the method is better (ties count half; where no direction is "
+             "better, e.g. saturation or diversity, it counts units where the method is higher).</p>",
+             "<h2>All numbers</h2><p>Primary metrics (bold) first, then diversity and the secondary keys.</p>",
+             _table(header, body, [r[0] in primary for r in body])]
     if report.categories:
-        columns = shown_columns(report)
-        cat_header, cat_body = summary_rows(report, columns, report.categories)
+        shown = shown_columns(report)
+        cat_header, cat_body = summary_rows(report, shown, sorted(
+            (r for r in report.categories if r.metric in shown), key=lambda r: (shown.index(r.metric), r.category)))
         parts += ["<h2>Per category</h2>", _table(cat_header, cat_body)]
     parts += ["<h2>Plots</h2>"] + [f'<img alt="{_e(p.stem)}" src="{_data_uri(p.read_bytes())}">' for p in plots]
-    parts += ["<h2>weak | strong | W2SD</h2>", _grid(run_dir, plan)]
+    parts += ["<h2>Images</h2>", _grid(run_dir, plan, report)]
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>w2sd report</title><style>"
             "body{font-family:sans-serif;margin:24px;background:#fff;color:#111}"
             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px}"
             "th{background:#e8eef7}img{max-width:100%;margin:4px}.grid td{text-align:center;vertical-align:top}"
-            "</style></head><body>" + "\n".join(parts) + "</body></html>\n")
+            "tr.primary td{font-weight:bold}#verdict{border:2px solid #333;padding:8px 16px;margin:12px 0}"
+            "#verdict li{margin:6px 0;font-size:16px}.better{color:#11691f}.worse{color:#a31515}"
+            ".unclear{color:#555}.warn{color:#8a5a00;font-weight:bold}.swatch{display:inline-block;width:14px;"
+            "height:14px;margin:0 4px 0 12px;vertical-align:middle}.ok{color:#11691f}.bad{color:#a31515}"
+            "details{margin:4px 0}</style></head><body>" + "\n".join(parts) + "</body></html>\n")
     write_text_atomic(path, page)
     return path
 
 
-def _table(header: list[str], body: list[list[Any]]) -> str:
+def _verdict_html(report: Report) -> str:
+    """The headline: one sentence per primary metric, with a warning when few units back it."""
+    found = headline(report)
+    if not found:
+        return ("<section id='verdict'><h2>Verdict</h2><p>No verdict: the run needs W2SD and strong items scored by "
+                "a metric (`w2sd eval`).</p></section>")
+    items = []
+    for result in found:
+        warn = (f" <span class='warn'>Only {result['units']} {report.unit}s back this (fewer than {SMALL_N}): "
+                "treat it as a hint.</span>" if result["units"] < SMALL_N else "")
+        items.append(f"<li class='{_e(result['verdict'])}' data-metric='{_e(result['metric'])}'>"
+                     f"{_e(result['sentence'])}{warn}</li>")
+    return f"<section id='verdict'><h2>Verdict: W2SD vs strong</h2><ul>{''.join(items)}</ul></section>"
+
+
+def _legend(methods: list[str]) -> str:
+    swatches = "".join(f"<span class='swatch' style='background:{colour(m, methods)}'></span>"
+                       f"{_e(LABELS.get(m, m))}" for m in methods)
+    return f"<p class='legend'>Method colours (every plot):{swatches}</p>"
+
+
+def _table(header: list[str], body: list[list[Any]], bold: list[bool] | None = None) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    rows = "".join("<tr>" + "".join(f"<td>{_e(_fmt(v))}</td>" for v in row) + "</tr>" for row in body)
+    rows = "".join(("<tr class='primary'>" if bold and bold[n] else "<tr>")
+                   + "".join(f"<td>{_e(_fmt(v))}</td>" for v in row) + "</tr>" for n, row in enumerate(body))
     return f"<table><tr>{head}</tr>{rows}</table>"
 
 
@@ -179,27 +269,64 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _grid(run_dir: Path, plan: dict[str, Any]) -> str:
-    """The first seed of the first prompts, one row each, side by side."""
+def _grid(run_dir: Path, plan: dict[str, Any], report: Report) -> str:
+    """The first prompts, every method side by side; the first seed open, every other seed one click away.
+
+    Under each image: the primary score of each metric, as ✓/✗ for 0/1 checkers (``shapes-checker``)."""
     lines = read_lines(run_dir / "manifest.jsonl")
     by_key = {(ln["prompt_index"], ln["seed"], ln["method"]): ln for ln in lines}
-    shown = [(label, m) for m, label in GRID_METHODS if m in plan["methods"]]
-    rows = []
+    marks = _marks(run_dir, report)
+    methods = list(plan["methods"])
+    head = "".join(f"<th style='border-bottom:4px solid {colour(m, methods)}'>{_e(LABELS.get(m, m))}</th>"
+                   for m in methods)
+    blocks = []
     for prompt in plan["prompts"][:GRID_PROMPTS]:
         seeds = sorted({s for (i, s, _m) in by_key if i == prompt["index"]})
         if not seeds:
             continue
-        cells = []
-        for _label, method in shown:
-            line = by_key.get((prompt["index"], seeds[0], method))
-            cells.append(f'<td><img alt="{method}" src="{_thumbnail(run_dir, line, plan)}"></td>' if line else
-                         "<td>-</td>")
-        caption = prompt["text"] or f"seed {seeds[0]}"
-        rows.append(f"<tr><td>{_e(caption)}</td>{''.join(cells)}</tr>")
-    if not rows:
+        rows = []
+        for seed in seeds[:GRID_SEEDS]:
+            cells = []
+            for method in methods:
+                line = by_key.get((prompt["index"], seed, method))
+                cells.append(f"<td><img alt='{_e(method)} seed {seed}' src='{_thumbnail(run_dir, line, plan)}'>"
+                             f"<br>{marks.get(line['id'], '')}</td>" if line else "<td>-</td>")
+            rows.append(f"<tr><td>seed {seed}</td>{''.join(cells)}</tr>")
+        table = f"<table class='grid'><tr><th>seed</th>{head}</tr>{rows[0]}</table>"
+        more = ""
+        if len(rows) > 1:
+            more = (f"<details><summary>{len(rows) - 1} more seed{'s' if len(rows) > 2 else ''}</summary>"
+                    f"<table class='grid'><tr><th>seed</th>{head}</tr>{''.join(rows[1:])}</table></details>")
+        cut = (f"<p>Seeds after the first {GRID_SEEDS} are in {_e(str(run_dir / 'items'))}.</p>"
+               if len(seeds) > GRID_SEEDS else "")
+        caption = prompt["text"] or "(no prompt)"
+        blocks.append(f"<h3>{_e(caption)}</h3>{table}{more}{cut}")
+    if not blocks:
         return "<p>No finished items to show.</p>"
-    head = "".join(f"<th>{_e(label)}</th>" for label, _m in shown)
-    return f"<table class='grid'><tr><th>prompt</th>{head}</tr>{''.join(rows)}</table>"
+    return "".join(blocks)
+
+
+def _marks(run_dir: Path, report: Report) -> dict[str, str]:
+    """Per item id a short HTML note of its primary scores (✓/✗ where a metric only gives 0 or 1)."""
+    from w2sd_cli.bench.analysis import load_values
+
+    values, _metas, _diversity = load_values(run_dir)
+    columns = [c for c in report.primary.values() if c in report.metrics]
+    binary = {c for c in columns if all(v.get(c) in (None, 0.0, 1.0) for v in values.values())}
+    notes: dict[str, str] = {}
+    for item, scores in values.items():
+        bits = []
+        for col in columns:
+            if col not in scores:
+                continue
+            if col in binary:
+                ok = scores[col] == 1.0
+                bits.append(f"<span class='{'ok' if ok else 'bad'}' title='{_e(col)}'>{'✓' if ok else '✗'} "
+                            f"{_e(col)}</span>")
+            else:
+                bits.append(f"<span title='{_e(col)}'>{_e(col)} {scores[col]:.4g}</span>")
+        notes[item] = "<br>".join(bits)
+    return notes
 
 
 def _thumbnail(run_dir: Path, line: dict[str, Any], plan: dict[str, Any]) -> str:

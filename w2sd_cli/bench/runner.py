@@ -7,15 +7,16 @@ rerunning with the same options resumes it, skipping every finished item whichev
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from w2sd_cli.bench.grid import SEED_INDEX, Prompt, WorkItem, digest, expand, parse_seeds, prompt_dicts
+from w2sd_cli.bench.grid import Grid, Prompt, WorkItem, as_seeds, digest, prompt_dicts, seed_ranges
 from w2sd_cli.bench.manifest import MergeResult, PartWriter, finished, merge, merge_lock, part_path
 from w2sd_cli.bench.shard import Shard, detect_shard
 from w2sd_cli.cards import PairCard
@@ -29,6 +30,9 @@ from w2sd_cli.registries import NamedRegistry
 
 Observer = Callable[[dict[str, Any]], None]
 PLAN = "run.json"
+FORMAT = 2
+"""Run plans of format 2 store seeds as ranges (``0-7,9``) and the item count, not every id; format 1 listed
+both and is read (and resumed) the same way."""
 DEFAULT_METHODS = ("weak", "strong", "w2sd", "extrapolate", "first-order")
 BOUND = ("pair", "card_digest", "settings_digest", "prompts", "seeds", "methods")
 
@@ -71,7 +75,8 @@ class BenchJob:
 
     run_dir: Path
     plan: dict[str, Any]
-    items: list[WorkItem]
+    items: Grid
+    """The grid, made on demand (iterate it, or ``items.share(rank, world)``; never list a large one)."""
     card: PairCard
     kind: PairKind
     settings: Settings
@@ -127,7 +132,7 @@ class LocalExecutor:
     def execute(self, job: BenchJob, observer: Observer | None = None) -> BenchOutcome:
         started = time.perf_counter()
         share = run_share(job, job.shard, observer)
-        merged = merge(job.run_dir, [i.id for i in job.items])
+        merged = merge(job.run_dir, job.items.ids)
         return BenchOutcome(job.run_dir, job.shard, self.name, share.rendered, share.skipped, merged,
                             round(time.perf_counter() - started, 3), share.failed)
 
@@ -177,14 +182,16 @@ def plan_job(request: BenchRequest, registry: PairRegistry | None = None) -> Ben
     settings = {"steps": sampler.steps, "lam": sampler.lam, "rounds": sampler.rounds, "k": request.k,
                 "samples": sampler.samples, "cfg": sampler.cfg, "width": sampler.width, "height": sampler.height,
                 "dtype": request.dtype, "reference_interval": sampler.reference_interval}
-    seeds = parse_seeds(request.seeds)
-    items = expand(prompts, seeds, list(request.methods), card.digest(), digest(settings))
-    plan = {"format": 1, "pair": card.name, "kind": card.kind, "card_digest": card.digest(),
+    seeds = seed_ranges(request.seeds)
+    items = Grid(prompts, seeds, list(request.methods), card.digest(), digest(settings))
+    items.check_unique()
+    plan = {"format": FORMAT, "pair": card.name, "kind": card.kind, "card_digest": card.digest(),
             "card": card.model_dump(mode="json", by_alias=True), "settings": settings,
             "settings_digest": digest(settings), "prompt_set": prompt_set, "prompts": prompt_dicts(prompts),
-            "seeds": seeds, "methods": list(request.methods), "output": kind.output,
-            "ids": [i.id for i in items]}
+            "seeds": seeds if isinstance(seeds, str) else seeds.spec(), "methods": list(request.methods),
+            "output": kind.output, "items": len(items)}
     _bind(request.out, plan)
+    plan["ids"] = items.ids
     return BenchJob(request.out, plan, items, card, kind, sampler, load, shard, request.keep_going,
                     request.batch_size)
 
@@ -236,16 +243,18 @@ def read_plan(run_dir: Path) -> dict[str, Any]:
         raise InputError(f"{run_dir} is not a bench run (no {PLAN}); make one with `w2sd bench`.") from None
     except (OSError, json.JSONDecodeError) as err:
         raise InputError(f"{path} is damaged ({err}); make a new run with `w2sd bench`.") from None
-    if not isinstance(value, dict) or value.get("format") != 1:
+    if not isinstance(value, dict) or value.get("format") not in (1, FORMAT):
         raise InputError(f"{path} is not a w2sd run plan this version understands.")
+    seeds = as_seeds(value["seeds"])
+    value["seeds"] = seeds if isinstance(seeds, str) else seeds.spec()
+    value["ids"] = items_of(value).ids
     return value
 
 
-def items_of(plan: dict[str, Any]) -> list[WorkItem]:
-    """The grid of a stored plan, in canonical order."""
+def items_of(plan: dict[str, Any]) -> Grid:
+    """The grid of a stored plan, in canonical order, made on demand."""
     prompts = [Prompt(p["index"], p["text"], p.get("category")) for p in plan["prompts"]]
-    seeds = plan["seeds"] if plan["seeds"] == SEED_INDEX else [int(s) for s in plan["seeds"]]
-    return expand(prompts, seeds, plan["methods"], plan["card_digest"], plan["settings_digest"])
+    return Grid(prompts, plan["seeds"], plan["methods"], plan["card_digest"], plan["settings_digest"])
 
 
 @dataclass(frozen=True)
@@ -264,15 +273,17 @@ def run_share(job: BenchJob, shard: Shard, observer: Observer | None = None) -> 
     and fsynced: a kill loses at most the item in flight. With ``job.keep_going`` an item that fails with a
     ``W2SDError`` (a NaN sample, say) is logged to ``failures.rank-R.jsonl`` and retried by the next run.
     """
-    mine = set(shard.take([i.id for i in job.items]))
-    _remove_stale_temps(job.run_dir / "items", {i.stem() for i in job.items if i.id in mine})
+    grid = job.items
+    _remove_stale_temps(job.run_dir / "items", grid, shard)
     done = finished(job.run_dir)
-    todo = [i for i in job.items if i.id in mine and i.id not in done]
-    skipped = len(mine) - len(todo)
-    _notify(observer, {"phase": "plan", "total": len(todo), "skipped": skipped, "rank": shard.rank,
+    skipped = sum(1 for line in done.values()
+                  if (at := grid.locate(line)) is not None and grid.owner(at, shard.world) == shard.rank)
+    count = grid.share_size(shard.rank, shard.world) - skipped
+    _notify(observer, {"phase": "plan", "total": count, "skipped": skipped, "rank": shard.rank,
                        "world": shard.world})
-    if not todo:
+    if not count:
         return ShareResult(0, skipped)
+    todo = (item for item in grid.share(shard.rank, shard.world) if item.id not in done)
     engine = job.open_engine()
     from w2sd_cli.images import versions
 
@@ -281,7 +292,7 @@ def run_share(job: BenchJob, shard: Shard, observer: Observer | None = None) -> 
     with PartWriter(part_path(job.run_dir, shard.rank)) as writer:
         for batch in batches(todo, job.batch_size):
             labels = ", ".join(_label(i) for i in batch)
-            _notify(observer, {"phase": "item", "done": done_count, "total": len(todo), "label": labels})
+            _notify(observer, {"phase": "item", "done": done_count, "total": count, "label": labels})
             try:
                 lines = _render_batch(job, engine, batch, observer)
             except W2SDError as err:
@@ -295,23 +306,27 @@ def run_share(job: BenchJob, shard: Shard, observer: Observer | None = None) -> 
             for line in lines:
                 writer.append({**line, **context, "warmup": done_count == 0, "finished_at": _now()})
                 done_count += 1
-            _notify(observer, {"phase": "item", "done": done_count, "total": len(todo), "label": labels})
-    return ShareResult(len(todo) - failed, skipped, failed)
+            _notify(observer, {"phase": "item", "done": done_count, "total": count, "label": labels})
+    return ShareResult(count - failed, skipped, failed)
 
 
-def batches(items: list[WorkItem], size: int) -> list[list[WorkItem]]:
-    """Consecutive items of one prompt and one method, at most ``size`` seeds each (one network batch)."""
-    groups: list[list[WorkItem]] = []
-    open_groups: dict[tuple[int, str], list[WorkItem]] = {}
+def batches(items: Iterable[WorkItem], size: int) -> Iterator[list[WorkItem]]:
+    """Items of one prompt and one method, ``size`` seeds at a time (one network batch), made lazily.
+
+    Items are buffered per method while their prompt lasts, so at most (methods × size) are held at once.
+    """
+    buffers: dict[str, list[WorkItem]] = {}
+    prompt: Prompt | None = None
     for item in items:
-        key = (item.prompt.index, item.method)
-        group = open_groups.get(key)
-        if group is None or len(group) >= size or group[-1].prompt != item.prompt:
-            group = []
-            groups.append(group)
-            open_groups[key] = group
+        if item.prompt != prompt:
+            yield from (group for group in buffers.values() if group)
+            buffers, prompt = {}, item.prompt
+        group = buffers.setdefault(item.method, [])
         group.append(item)
-    return groups
+        if len(group) >= size:
+            yield group
+            buffers[item.method] = []
+    yield from (group for group in buffers.values() if group)
 
 
 def _render_batch(job: BenchJob, engine: Any, batch: list[WorkItem], observer: Observer | None
@@ -327,7 +342,8 @@ def _render_batch(job: BenchJob, engine: Any, batch: list[WorkItem], observer: O
         recipe = {**item.as_dict(), "pair": job.card.name, "kind": job.card.kind,
                   "card_digest": job.plan["card_digest"], "settings": job.plan["settings"], "nfe": sample.nfe,
                   "cost": sample.cost}
-        path = save_output(sample.output, job.kind.output, job.run_dir / rel, {**sample.recipe, **recipe})
+        stable = {k: v for k, v in sample.recipe.items() if k != "seconds"}  # same item, same bytes
+        path = save_output(sample.output, job.kind.output, job.run_dir / rel, {**stable, **recipe})
         line = {**recipe, "settings_digest": job.plan["settings_digest"], "file": rel, "sha256": sha256_of(path),
                 "output": job.kind.output, "provenance": sample.recipe["provenance"], "seconds": sample.seconds,
                 "batch": len(batch)}
@@ -357,13 +373,18 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _remove_stale_temps(folder: Path, stems: set[str]) -> None:
+def _remove_stale_temps(folder: Path, grid: Grid, shard: Shard) -> None:
     """Temporary files a killed run left for this shard's items (no other rank writes those names)."""
     if not folder.is_dir():
         return
     for path in folder.iterdir():
         name = path.name
-        if name.startswith(".") and name.endswith((".tmp", ".part")) and name[1:].split(".")[0] in stems:
+        if not (name.startswith(".") and name.endswith((".tmp", ".part"))):
+            continue
+        stem = re.fullmatch(r"p(\d+)-s(\d+)-(.+)-([0-9a-f]{8})", name[1:].split(".")[0])
+        at = grid.position(int(stem.group(1)), int(stem.group(2)), stem.group(3)) if stem else None
+        if stem and at is not None and grid.owner(at, shard.world) == shard.rank and \
+                grid[at].id.startswith(stem.group(4)):
             path.unlink(missing_ok=True)
 
 

@@ -1,7 +1,8 @@
 """Which share of the work this process does: ``--shard i/N``, torchrun/accelerate or SLURM variables.
 
-A share is chosen by work id, never by position in a gathered list: ids are sorted and dealt out
-round-robin, so every rank computes the same split on its own, with no collective call.
+Every rank computes the same split on its own from the run plan, with no collective call: the bench deals
+the grid's canonical positions out (``Grid.owner``), never a gathered list. ``Shard.take`` splits a list of
+ids the same exact way (sorted, round-robin) for callers that hold one.
 """
 
 from __future__ import annotations

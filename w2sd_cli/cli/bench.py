@@ -149,13 +149,14 @@ def report(
     json_output: JsonFlag = False,
 ) -> None:
     """Per method and metric: mean, paired Δ vs strong with a bootstrap 95% CI, win rate, NFE, s/item."""
-    from w2sd_cli.bench.report import build, shown_columns, summary_rows
+    from w2sd_cli.bench.report import build, headline, shown_columns, summary_rows
     from w2sd_cli.cli.output import err_console, print_json, table
 
     result, files = build(run_dir, out, plots=plots, page=html)
     if json_output:
-        print_json({**result.as_dict(), "files": {"json": str(files.json), "plots": [str(p) for p in files.plots],
-                                                  "html": str(files.html) if files.html else None}})
+        paths = {"json": str(files.json), "plots": [str(p) for p in files.plots],
+                 "html": str(files.html) if files.html else None}
+        print_json({**result.as_dict(), "headline": headline(result), "files": paths})
         return
     if not result.metrics:
         err_console.print(f"no scores yet: run `w2sd eval {run_dir}` (add --metric NAME; `w2sd eval --list`).")
@@ -166,6 +167,10 @@ def report(
     if result.categories:
         cat_header, cat_rows = summary_rows(result, columns, [r for r in result.categories if r.method == "w2sd"])
         err_console.print(table("w2sd per category", cat_header, cat_rows))
+    err_console.print(f"win rate: the share of {result.unit}s where the method beats strong; ties count half.",
+                      markup=False)
+    for warning in result.warnings:
+        err_console.print(f"warning: {warning}", markup=False)
     for path in [files.json, *files.plots, *([files.html] if files.html else [])]:
         err_console.print(f"wrote {path}")
 
@@ -211,9 +216,19 @@ def check_sentence(result: dict[str, Any]) -> str:
     words = {"better": "W2SD BEATS strong", "worse": "W2SD is WORSE than strong",
              "unclear": "no clear difference between W2SD and strong"}
     verdict = words.get(result["verdict"], result["verdict"])
-    return (f"{result['pair']}: {verdict} on {result['metric']} ({better}): Δ = {result['diff']:+.4g}, {interval}, "
-            f"win rate {result['win_rate']:.0%} over {result['units']} {result['unit']}s; "
-            f"NFE {result['cost']['w2sd']['nfe']:.0f} vs {result['cost']['strong']['nfe']:.0f}. "
+    unit = result["unit"]
+    pinned = result.get("best") if result.get("ceiling") else result.get("constant")
+    if pinned is not None:
+        where = "the metric's best value" if result.get("ceiling") else "the same value on both sides"
+        verdict = (f"W2SD and strong both score {pinned:.4g} on every {unit} ({where}), so this prompt set cannot "
+                   "show a difference; try harder prompts")
+    means = ""
+    if result.get("mean") is not None and result.get("baseline_mean") is not None:
+        means = f"mean {result['mean']:.4g} (W2SD) vs {result['baseline_mean']:.4g} (strong), "
+    warning = f" Warning: {result['warning']}." if result.get("warning") else ""
+    return (f"{result['pair']}: {verdict} on {result['metric']} ({better}): {means}Δ = {result['diff']:+.4g}, "
+            f"{interval}, win rate {result['win_rate']:.0%} (ties count half) over {result['units']} {unit}s; "
+            f"NFE {result['cost']['w2sd']['nfe']:.0f} vs {result['cost']['strong']['nfe']:.0f}.{warning} "
             f"Run folder: {result['run_dir']}")
 
 

@@ -133,7 +133,7 @@ class DiffusersPair:
 
     def provenance(self) -> dict[str, Any]:
         return {"device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."), "models": self.model_info,
-                "shared_components": self.shared, "embeddings_computed": self.embeddings_computed}
+                "shared_components": self.shared}
 
     def _control(self, sides: dict[str, SideSpec], condition: Condition, width: int, height: int) -> Tensor | None:
         if not any(spec.control for spec in sides.values()):

@@ -7,6 +7,8 @@ output; the key ``score`` is the metric's single value, other keys are sub-score
   also given ``card=`` the pair card).
 - ``directions``: ``{key: +1 | -1 | 0}``, whether higher is better (default +1; 0 = neither).
 - ``primary``: the key that stands for the metric (default ``score``, else ``all``, else the first).
+- ``bounds``: ``{key: (lowest, highest)}`` for keys with a fixed range (a 0/1 checker, a fraction): lets
+  ``pairs check`` say when both sides sit at the best value, where no prompt set can show a difference.
 - ``load(options: MetricLoad)``: load models once per process before scoring.
 - ``embed(outputs) -> (N, D) array`` of unit vectors, or ``score_and_embed(outputs, prompts)`` returning
   both: used for the per-prompt diversity figure (mean pairwise cosine distance across seeds).
@@ -14,10 +16,12 @@ output; the key ``score`` is the metric's single value, other keys are sub-score
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from w2sd_cli.errors import InputError, suggest
+from w2sd_cli.errors import InputError
 from w2sd_cli.registries import NamedRegistry
 
 
@@ -44,9 +48,17 @@ def get_metric(name: str) -> Any:
     """The metric called ``name`` (or ``plugin:name``), or an ``InputError`` listing the installed ones."""
     metrics = metric_registry()
     if name not in metrics:
-        raise InputError(f"No metric called {name!r}.{suggest(name, metrics)} Installed metrics: "
+        raise InputError(f"No metric called {name!r}.{_close(name, metrics)} Installed metrics: "
                          f"{', '.join(sorted(metrics)) or 'none'} (`w2sd eval --list` describes them).")
     return metrics.get(name)
+
+
+def _close(name: str, names: Iterable[str]) -> str:
+    """'Did you mean' only for a near miss (a typo, or a part of a name): metric names are short and alike."""
+    names = sorted(names)
+    near = [n for n in names if len(name) >= 3 and (name.lower() in n or n in name.lower())]
+    near += [n for n in difflib.get_close_matches(name.lower(), names, n=3, cutoff=0.75) if n not in near]
+    return f" Did you mean {', '.join(repr(n) for n in near[:3])}?" if near else ""
 
 
 def inputs_of(metric: Any) -> str:

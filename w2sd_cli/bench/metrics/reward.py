@@ -62,9 +62,15 @@ def locate_model(card: MetricCard, key: str, options: MetricLoad) -> Path:
     try:
         return Path(locate(card.models[key], offline=options.offline, allow_pickle=options.allow_pickle))
     except OfflineError:
-        raise OfflineError(f"Metric {card.name}: model {key!r} is not downloaded and w2sd is offline. Run "
-                           f"`w2sd eval` once online (or put the files where the card "
-                           f"{home() / 'metrics' / (card.name + '.yaml')} says).") from None
+        ref = card.models[key]
+        where = str(ref.path or ref.repo_id or ref.url) + (f", file {ref.filename}" if ref.filename else "")
+        user = home() / "metrics" / f"{card.name}.yaml"
+        local = (f"set `path:` on its models in {user}" if user.is_file() else
+                 f"copy the card {registry_dir() / 'metrics' / (card.name + '.yaml')} to {user} and set `path:` "
+                 "on each of its models")
+        raise OfflineError(f"Metric {card.name}: model {key!r} ({where}) is not downloaded and w2sd is offline, so "
+                           f"it made no network call. Run the same `w2sd eval ... --metric {card.name}` once online "
+                           f"to fetch it; or, to use files you already have, {local}.") from None
 
 
 def load_weights(path: Path, allow_pickle: bool) -> dict[str, Any]:
@@ -103,15 +109,54 @@ def _quiet() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-class Clip:
-    """A CLIP model with its tokenizer and image processor: unit image and text embeddings."""
+def clean_text(text: str) -> str:
+    """open_clip's (HPSv2's) text cleaning before tokenizing: ftfy's fixes when ftfy is installed (else NFC),
+    HTML entities unescaped twice, runs of whitespace made one space, lower case."""
+    import html
+    import re
+    import unicodedata
 
-    def __init__(self, model: Any, processor_dir: Path, device: Any) -> None:
+    try:
+        import ftfy
+
+        text = ftfy.fix_text(text)
+    except ImportError:
+        text = unicodedata.normalize("NFC", text)
+    text = html.unescape(html.unescape(text)).strip()
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def pad_to_square(image: Any, size: int) -> Any:
+    """open_clip's ``ResizeMaxSize`` (HPSv2's evaluation transform): bicubic resize of the longest side to
+    ``size``, then centred black padding to ``size`` × ``size``; nothing is cropped."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    scale = size / max(image.size)
+    if scale != 1.0:
+        width, height = round(image.width * scale), round(image.height * scale)
+        image = image.resize((width, height), Image.Resampling.BICUBIC)
+        canvas = Image.new("RGB", (size, size), (0, 0, 0))
+        canvas.paste(image, ((size - width) // 2, (size - height) // 2))
+        image = canvas
+    return image
+
+
+class Clip:
+    """A CLIP model with its tokenizer and image processor: unit image and text embeddings.
+
+    ``pad`` swaps the processor's resize-and-centre-crop for resize-longest-side-and-pad, and ``clean``
+    cleans prompts first: HPSv2's preprocessing. PickScore and the aesthetic head keep the processor's.
+    """
+
+    def __init__(self, model: Any, processor_dir: Path, device: Any, *, pad: bool = False,
+                 clean: bool = False) -> None:
         from transformers import AutoImageProcessor, AutoTokenizer
 
         _quiet()
         self.model = model.to(device).eval()
         self.device = device
+        self.pad, self.clean = pad, clean
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(processor_dir)
             self.images = AutoImageProcessor.from_pretrained(processor_dir)
@@ -121,7 +166,12 @@ class Clip:
     def image_embeds(self, images: Sequence[Any]) -> Any:
         import torch
 
-        pixels = self.images(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+        if self.pad:
+            size = int(self.model.config.vision_config.image_size)
+            pixels = self.images(images=[pad_to_square(im, size) for im in images], do_resize=False,
+                                 do_center_crop=False, return_tensors="pt")["pixel_values"]
+        else:
+            pixels = self.images(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
         with torch.inference_mode():
             out = self.model.get_image_features(pixel_values=pixels.to(self.device, self.model.dtype))
         out = getattr(out, "pooler_output", out)
@@ -131,7 +181,8 @@ class Clip:
         import torch
 
         limit = int(self.model.config.text_config.max_position_embeddings)
-        tokens = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=limit,
+        texts = [clean_text(p) for p in prompts] if self.clean else list(prompts)
+        tokens = self.tokenizer(texts, padding="max_length", truncation=True, max_length=limit,
                                 return_tensors="pt")
         with torch.inference_mode():
             out = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device),
@@ -176,8 +227,11 @@ def _load_clip(kind: str, card_json: str, device: str, allow_pickle: bool, offli
             from w2sd_cli.errors import InputError
 
             raise InputError(f"--dtype {dtype!r}: use float32, float16 or bfloat16.")
+        scale = model.logit_scale.detach().float().clone()
         model = model.to(getattr(torch, dtype))
-    return Clip(model, processor, _device(device))
+        model.logit_scale = torch.nn.Parameter(scale, requires_grad=False)  # exp(4.6052) in bf16 is 99, not 100
+    hps = kind == "open-clip"
+    return Clip(model, processor, _device(device), pad=hps, clean=hps)
 
 
 class _ClipMetric:
@@ -258,7 +312,8 @@ class Aesthetic(_ClipMetric):
 
 @functools.cache
 def _load_head(card_json: str, allow_pickle: bool, offline: bool) -> Any:
-    """The aesthetic MLP as a callable: its Linear layers in index order (no activations in v2)."""
+    """The aesthetic MLP as a callable: its Linear layers in index order. v2 has no activations; with the
+    card option ``activation: relu`` a ReLU follows every hidden layer (the reference's ReLU variant)."""
     import torch
 
     card = MetricCard.model_validate_json(card_json)
@@ -273,7 +328,7 @@ def _load_head(card_json: str, allow_pickle: bool, offline: bool) -> Any:
     def head(x: Any) -> Any:
         for n, (weight, bias) in enumerate(layers):
             x = x @ weight.T + bias
-            if relu and n < len(layers) - 2:
+            if relu and n < len(layers) - 1:
                 x = torch.relu(x)
         return x[:, 0]
 
@@ -281,10 +336,15 @@ def _load_head(card_json: str, allow_pickle: bool, offline: bool) -> Any:
 
 
 class ImageReward:
-    """ImageReward v1.0 (BLIP-based), through the ``image-reward`` package with the card's located weights."""
+    """ImageReward v1.0 (BLIP-based), through the ``image-reward`` package with the card's located weights.
+
+    The package (1.5) imports helpers transformers has since removed and OpenAI's ``clip`` package, which it
+    does not declare; where that import fails, ``load`` says so with the import error itself.
+    """
 
     name = "imagereward"
-    summary = "ImageReward v1.0 (THUDM/ImageReward; needs `pip install image-reward` and --allow-pickle)"
+    summary = ("ImageReward v1.0 (THUDM/ImageReward; needs the `image-reward` package importable with this "
+               "transformers, and --allow-pickle)")
     directions: ClassVar[dict[str, int]] = {"score": 1}
 
     def __init__(self) -> None:
@@ -295,22 +355,46 @@ class ImageReward:
         self.options = options
         if self._model is not None:
             return
-        try:
-            import ImageReward as reward
-        except ImportError:
-            raise ModelError("Metric imagereward needs the `image-reward` package: pip install image-reward "
-                             "(it loads a pickle checkpoint, so also pass --allow-pickle).") from None
+        reward = _import_image_reward()
         if not options.allow_pickle:
             raise ModelError("ImageReward's checkpoint is a pickle file, which can run code when loaded; pass "
                              "--allow-pickle if you trust THUDM/ImageReward.")
         card = metric_card(self.name)
         weights = locate_model(card, "weights", options)
         config = locate_model(card, "med_config", options)
+        if "tokenizer" in card.models:
+            locate_model(card, "tokenizer", options)  # BLIP loads bert-base-uncased by name: have it cached
         self._model = reward.load(str(weights), device=str(_device(options.device)), med_config=str(config))
 
     def score(self, images: Sequence[Any], prompts: Sequence[str]) -> list[dict[str, float]]:
         self.load(self.options)
         return [{"score": float(self._model.score(p, [im]))} for im, p in zip(images, prompts, strict=True)]
+
+
+def _import_image_reward() -> Any:
+    """The ``ImageReward`` module, or one ``ModelError`` saying exactly what stops it from importing."""
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("image-reward")
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError("Metric imagereward needs the `image-reward` package (pip install image-reward), which "
+                         "is not installed. Note that "
+                         "image-reward 1.5 also needs OpenAI's `clip` package (pip install "
+                         "git+https://github.com/openai/CLIP.git; the PyPI package called clip is another one) and "
+                         "a transformers old enough to still have the helpers it imports; w2sd's other metrics "
+                         "need transformers 4.4x or newer, so use a separate environment for ImageReward.") from None
+    try:
+        import ImageReward as reward
+    except Exception as err:  # the package's own imports fail: ImportError, AttributeError...
+        import transformers
+
+        raise ModelError(f"Metric imagereward: image-reward {version} is installed but cannot be imported with "
+                         f"transformers {transformers.__version__}: {type(err).__name__}: {err}. It imports helpers "
+                         "transformers has removed (from transformers.modeling_utils) and OpenAI's undeclared "
+                         "`clip` package, so w2sd cannot score ImageReward in this environment; score it in a "
+                         "separate environment with the versions image-reward was written for.") from None
+    return reward
 
 
 def describe(metric: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ class ImageStats:
     name = "image-stats"
     summary = "mean HSV saturation, fraction of clipped channel values (<=2 or >=253), mean brightness"
     directions: ClassVar[dict[str, int]] = {"saturation": 0, "clipped": -1, "brightness": 0}
+    bounds: ClassVar[dict[str, tuple[float, float]]] = {"saturation": (0, 1), "clipped": (0, 1), "brightness": (0, 1)}
     primary = "clipped"
 
     def score(self, images: Sequence[Any], prompts: Sequence[str]) -> list[dict[str, float]]:
@@ -52,6 +53,7 @@ class MixtureStats:
     inputs = "samples"
     directions: ClassVar[dict[str, int]] = {"kl_to_ideal": -1, "tv_to_ideal": -1, "mean_loglik": 1,
                                             "spread_ratio": 0, "underweighted_share": 0}
+    bounds: ClassVar[dict[str, tuple[float, float]]] = {"tv_to_ideal": (0, 1), "underweighted_share": (0, 1)}
     primary = "kl_to_ideal"
 
     def score(self, samples: Sequence[Any], prompts: Sequence[str], card: Any = None) -> list[dict[str, float]]:
