@@ -1,6 +1,9 @@
-"""`w2sd plugins`: every plugin with its version, hooks and status."""
+"""`w2sd plugins`: every plugin with its version, hooks and status; `w2sd plugins new NAME` starts one."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -8,11 +11,31 @@ from w2sd_cli.cli.options import JsonFlag
 
 
 def register(app: typer.Typer) -> None:
-    app.command("plugins")(plugins)
+    group = typer.Typer(help="Plugins: list them, or start a new one.", invoke_without_command=True)
+    group.callback()(plugins)
+    group.command("new")(new)
+    app.add_typer(group, name="plugins")
 
 
-def plugins(json_output: JsonFlag = False) -> None:
+def new(
+    name: Annotated[str, typer.Argument(help="The plugin's name, e.g. my-pairs (the package is w2sd-my-pairs).")],
+    directory: Annotated[Path, typer.Option("--dir", help="Where to create the package folder.")] = Path("."),
+) -> None:
+    """Write a working plugin package (a card, a kind, a metric and tests) to start from."""
+    from w2sd_cli.cli.output import err_console
+    from w2sd_cli.template import new_plugin
+
+    files = new_plugin(name, directory)
+    root = files[0].parent
+    for path in files:
+        err_console.print(f"wrote {path}", markup=False)
+    err_console.print(f"Next: pip install -e {root} && pytest {root} && w2sd pairs list", markup=False)
+
+
+def plugins(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """List plugins (built-in and installed) with version, hooks and status (ok / failed: why)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from dataclasses import asdict
 
     from rich.markup import escape
