@@ -45,7 +45,7 @@ def gen(
     json_output: JsonFlag = False,
 ) -> None:
     """Generate with a pair: W2SD sampling, plus the weak and strong baselines with --compare."""
-    from w2sd_cli.cli.output import err_console, print_json
+    from w2sd_cli.cli.output import err_console, print_json, warn
     from w2sd_cli.cli.progress import PhaseProgress
     from w2sd_cli.generate import DEFAULT_PAIR, generate
     from w2sd_cli.kinds.base import GenRequest
@@ -67,8 +67,8 @@ def gen(
     with PhaseProgress(quiet=json_output) as progress:
         entry, result = generate(pair or DEFAULT_PAIR, request, progress.observe)
     if expected_digest is not None and expected_digest != entry.card.digest():
-        err_console.print(f"[yellow]warning:[/yellow] pair {entry.card.name!r} has changed since {from_image} was "
-                          "made (card digest differs); the result may differ.", markup=True)
+        warn(f"pair {entry.card.name!r} has changed since {from_image} was made (card digest differs); the result "
+             "may differ.")
     if json_output:
         print_json({**result.summary, "files": [str(f) for f in result.files]})
         return

@@ -15,7 +15,7 @@ def plugins(json_output: JsonFlag = False) -> None:
     """List plugins (built-in and installed) with version, hooks and status (ok / failed: why)."""
     from dataclasses import asdict
 
-    from w2sd_cli.cli.output import err_console, print_json, table
+    from w2sd_cli.cli.output import err_console, print_json, table, warn
     from w2sd_cli.pairs import get_registry
     from w2sd_cli.plugins import get_host
 
@@ -29,4 +29,4 @@ def plugins(json_output: JsonFlag = False) -> None:
              "ok" if r["status"] == "ok" else f"failed: {r['error']}"] for r in records]
     err_console.print(table(f"{len(rows)} plugins", ["name", "version", "origin", "hooks", "status"], rows))
     for problem in registry.problems:
-        err_console.print(f"[yellow]warning:[/yellow] {problem}", markup=True, soft_wrap=True)
+        warn(problem)
