@@ -72,6 +72,9 @@ class FakeServer:
     log: list[Seen] = field(default_factory=list)
     port: int = 0
     httpd: ThreadingHTTPServer | None = None
+    active: int = 0  # file bodies being sent right now
+    peak: int = 0  # the most sent at once
+    counter: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, port: int = 0) -> FakeServer:
         handler = type("Handler", (_Handler,), {"fake": self})
@@ -202,11 +205,18 @@ class _Handler(BaseHTTPRequestHandler):
             return
         limit = fault.cut_after if fault and fault.cut_after is not None else len(body)
         step = 1024 if fault and fault.drip_s else 65536
-        for i in range(0, min(limit, len(body)), step):
-            if fault and fault.drip_s:
-                time.sleep(fault.drip_s)
-            self.wfile.write(body[i:min(i + step, limit)])
-            self.wfile.flush()
+        with self.fake.counter:
+            self.fake.active += 1
+            self.fake.peak = max(self.fake.peak, self.fake.active)
+        try:
+            for i in range(0, min(limit, len(body)), step):
+                if fault and fault.drip_s:
+                    time.sleep(fault.drip_s)
+                self.wfile.write(body[i:min(i + step, limit)])
+                self.wfile.flush()
+        finally:
+            with self.fake.counter:
+                self.fake.active -= 1
         if limit < len(body) or (fault and fault.hide_length):
             self.close_connection = True
             self.connection.shutdown(2)

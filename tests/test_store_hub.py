@@ -38,15 +38,20 @@ def hub() -> Iterator[FakeServer]:
     fake.stop()
 
 
-def run(op: str, home: Path, hub: FakeServer, card: dict[str, Any] = CARD, offline: bool = False,
-        key: str = "base") -> dict[str, Any]:
-    env = os.environ | {
+def hub_env(home: Path, hub: FakeServer, offline: bool = False) -> dict[str, str]:
+    return os.environ | {
         "HF_ENDPOINT": hub.url(""), "HF_HUB_OFFLINE": "1" if offline else "0", "HF_HOME": str(home / "hf"),
         "W2SD_HOME": str(home), "HF_TOKEN": "hf_s3cret", "HF_HUB_DISABLE_TELEMETRY": "1",
         "HF_HUB_ETAG_TIMEOUT": "5", "HF_HUB_DOWNLOAD_TIMEOUT": "5", "W2SD_MIN_FREE_MB": "1",
         "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1",
     }
-    done = subprocess.run([sys.executable, str(CLIENT), json.dumps({"op": op, "card": card, "key": key})],
+
+
+def run(op: str, home: Path, hub: FakeServer, card: dict[str, Any] = CARD, offline: bool = False,
+        key: str = "base", env: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+    env = hub_env(home, hub, offline) | (env or {})
+    request = {"op": op, "card": card, "key": key, **extra}
+    done = subprocess.run([sys.executable, str(CLIENT), json.dumps(request)],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
