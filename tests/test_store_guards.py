@@ -132,10 +132,13 @@ def test_2_a_token_in_a_redirect_location_never_appears_in_a_message(
         server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CIVITAI_TOKEN", "s3cret-token")
     monkeypatch.setenv("W2SD_TOKEN_OVER_HTTP_LOOPBACK", "1")
-    server.fault(PATH, Fault(redirect=server.url("/files/s3cret-token/gone.safetensors", host="localhost")))
-    with pytest.raises(DownloadError) as err:
+    dead = FakeServer().start()
+    port = dead.port
+    dead.stop()  # the storage host the redirect names is down
+    server.fault(PATH, Fault(redirect=f"http://localhost:{port}/files/s3cret-token/model.safetensors"))
+    with pytest.raises(DownloadError, match="Cannot reach") as err:
         locate(card(server.url(PATH)).models["lora"])
-    assert "404" in str(err.value) and "s3cret-token" not in str(err.value)
+    assert "s3cret-token" not in str(err.value) and "/files/***/model.safetensors" in str(err.value)
 
 
 # 3. redaction ----------------------------------------------------------------------------------------------
@@ -272,11 +275,12 @@ def test_11_efbig_is_a_clean_download_error(server: FakeServer, monkeypatch: pyt
 
 
 def test_11_a_url_ending_in_dotdot_is_stored_safely_and_leaves_no_staging(server: FakeServer) -> None:
-    server.files["/a/.."] = PAYLOAD
-    server.files["/a"] = PAYLOAD  # a client may normalise the path
-    path = locate(card(server.url("/a/..")).models["lora"])
-    assert path.parent == blob_dir(SHA) and path.read_bytes() == PAYLOAD
-    assert [p.name for p in blob_dir(SHA).parent.iterdir()] == [SHA]
+    prompts = b"a cat\na dog\n"  # a prompt set, fetched the way `w2sd bench` fetches one
+    server.files["/a/.."] = prompts
+    stored = fetch.fetch_url(server.url("/a/.."), sha256(prompts))
+    assert stored.read_bytes() == prompts and stored.parent == blob_dir(sha256(prompts))
+    assert stored.name not in ("..", ".")
+    assert [p.name for p in blob_dir(SHA).parent.iterdir()] == [sha256(prompts)]  # no .staging left
 
 
 def test_11_a_card_filename_that_leaves_the_repo_is_refused_cleanly(isolated_home: Path) -> None:
