@@ -43,6 +43,7 @@ class Fault:
     ignore_range: bool = False
     redirect: str | None = None  # absolute URL to 302 to
     need_token: str | None = None  # 401 unless ``Authorization: Bearer <need_token>``
+    hide_length: bool = False  # no Content-Length: the body ends when the connection closes
     times: int = 1
 
 
@@ -71,6 +72,9 @@ class FakeServer:
     log: list[Seen] = field(default_factory=list)
     port: int = 0
     httpd: ThreadingHTTPServer | None = None
+    active: int = 0  # file bodies being sent right now
+    peak: int = 0  # the most sent at once
+    counter: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, port: int = 0) -> FakeServer:
         handler = type("Handler", (_Handler,), {"fake": self})
@@ -196,17 +200,24 @@ class _Handler(BaseHTTPRequestHandler):
         if start:
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
         self.send_response(206 if start else 200)
-        self._headers("application/octet-stream", len(body), headers)
+        self._headers("application/octet-stream", None if fault and fault.hide_length else len(body), headers)
         if head:
             return
         limit = fault.cut_after if fault and fault.cut_after is not None else len(body)
         step = 1024 if fault and fault.drip_s else 65536
-        for i in range(0, min(limit, len(body)), step):
-            if fault and fault.drip_s:
-                time.sleep(fault.drip_s)
-            self.wfile.write(body[i:min(i + step, limit)])
-            self.wfile.flush()
-        if limit < len(body):
+        with self.fake.counter:
+            self.fake.active += 1
+            self.fake.peak = max(self.fake.peak, self.fake.active)
+        try:
+            for i in range(0, min(limit, len(body)), step):
+                if fault and fault.drip_s:
+                    time.sleep(fault.drip_s)
+                self.wfile.write(body[i:min(i + step, limit)])
+                self.wfile.flush()
+        finally:
+            with self.fake.counter:
+                self.fake.active -= 1
+        if limit < len(body) or (fault and fault.hide_length):
             self.close_connection = True
             self.connection.shutdown(2)
 
@@ -217,9 +228,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not head:
             self.wfile.write(body)
 
-    def _headers(self, ctype: str, length: int, extra: dict[str, str]) -> None:
+    def _headers(self, ctype: str, length: int | None, extra: dict[str, str]) -> None:
         self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(length))
+        if length is not None:
+            self.send_header("Content-Length", str(length))
         for k, v in extra.items():
             self.send_header(k, v)
         self.end_headers()

@@ -13,7 +13,7 @@ import sys
 def main() -> None:
     from w2sd_cli.cards import parse_card
     from w2sd_cli.errors import W2SDError
-    from w2sd_cli.store import locate, plan_pull, pull
+    from w2sd_cli.store import ensure_models, locate, plan_pull, pull
 
     request = json.loads(sys.argv[1])
     card = parse_card(request["card"])
@@ -21,6 +21,9 @@ def main() -> None:
     try:
         if request["op"] == "pull":
             out: dict = {"paths": [str(p) for p in pull(card, progress=events.append)]}
+        elif request["op"] == "ensure":
+            found = ensure_models(card, offline=False, observer=events.append, workers=request.get("workers", 3))
+            out = {"paths": [str(p) for p in found.values()]}
         elif request["op"] == "plan":
             plan = plan_pull(card)
             out = {"plan": [{"key": m.key, "commit": m.commit, "files": [f.__dict__ for f in m.files]}
@@ -33,7 +36,7 @@ def main() -> None:
                 out["image"] = generate(path)
     except W2SDError as err:
         out = {"error": type(err).__name__, "message": str(err)}
-    out["events"] = len(events)
+    out["events"] = events if request.get("all_events") else len(events)
     print(json.dumps(out))
 
 

@@ -39,6 +39,7 @@ def server() -> Iterator[FakeServer]:
 def civitai_is_local(monkeypatch: pytest.MonkeyPatch) -> None:
     """127.0.0.1 plays civitai; ``localhost`` is a foreign storage host."""
     monkeypatch.setenv("W2SD_CIVITAI_HOSTS", "127.0.0.1")
+    monkeypatch.setenv("W2SD_TOKEN_OVER_HTTP_LOOPBACK", "1")  # the local server speaks http
     monkeypatch.delenv("CIVITAI_TOKEN", raising=False)
     monkeypatch.setenv("W2SD_MIN_FREE_MB", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # URL downloads need no huggingface_hub: online in-process
@@ -65,8 +66,10 @@ def test_pull_stores_blob_records_lock_and_then_works_offline(server: FakeServer
     [path] = pull(card(server.url(PATH)), progress=events.append)
     assert path == layout.blob_dir(SHA) / "model.safetensors"
     assert path.read_bytes() == PAYLOAD
-    assert events[-1]["status"] == "done" and events[-1]["bytes_done"] == len(PAYLOAD)
-    assert any(e["status"] == "downloading" and e["bytes_total"] == len(PAYLOAD) for e in events)
+    files = [e for e in events if e["event"] == "file"]
+    assert files[-1]["status"] == "done" and files[-1]["bytes_done"] == len(PAYLOAD)
+    assert events[-1] == {"event": "done", "pair": "civ", "paths": {"lora": str(path)}}
+    assert any(e["status"] == "downloading" and e["bytes_total"] == len(PAYLOAD) for e in files)
     entry = pairlock.read_lock("civ")["models"]["lora"]
     assert entry["files"] == {"model.safetensors": {"sha256": SHA, "size": len(PAYLOAD)}}
     server.stop()
@@ -295,10 +298,12 @@ def test_a_corrupted_blob_is_found_quarantined_and_downloaded_again(server: Fake
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(ModelError, match=r"corrupt or changed.*w2sd pull civ"):
-        get(server)
+    assert get(server).read_bytes() == PAYLOAD  # quarantined and fetched again in the same call
     assert len(list(layout.quarantine_dir().iterdir())) == 1
-    assert get(server).read_bytes() == PAYLOAD
+    c = card(server.url(PATH))
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"corrupt or changed.*w2sd pull civ"):
+        locate(c.models["lora"], offline=True, pair="civ", key="lora")  # offline: nothing to fetch it with
 
 
 @pytest.fixture
@@ -321,7 +326,11 @@ def test_a_really_full_disk_keeps_the_part_and_resumes_once_there_is_room(
     fake = FakeServer(files={"/big": big}).start()
     monkeypatch.setenv("W2SD_HOME", str(tiny_disk))
     try:
-        c = card(fake.url("/big"), sha=sha256(big), size=None)  # no size: the up-front check cannot know
+        c = card(fake.url("/big"), sha=sha256(big), size=None)  # no size in the card...
+        with pytest.raises(DownloadError, match=r"needs 1\.6 MB more .* Nothing was downloaded"):
+            locate(c.models["lora"])  # ...but the server's Content-Length is checked before writing
+        assert not part_path(sha256(big)).exists()
+        fake.fault("/big", Fault(hide_length=True))  # no Content-Length either: the disk really fills up
         with pytest.raises(DownloadError, match="is full"):
             locate(c.models["lora"])
         kept = part_path(sha256(big)).stat().st_size

@@ -13,7 +13,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_serializer,
+    model_serializer,
+    model_validator,
+)
 
 from w2sd_cli.errors import CardError
 
@@ -24,6 +35,32 @@ class Strict(BaseModel):
     """Base of every card model: unknown fields are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Mirror(Strict):
+    """Another source of the same file: a URL, or one file of a Hub repo. The model's ``sha256`` applies."""
+
+    url: str | None = None
+    repo_id: str | None = None
+    revision: str | None = None
+    subfolder: str | None = None
+    filename: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Mirror:
+        if bool(self.url) == bool(self.repo_id):
+            raise ValueError("a mirror gives exactly one of url, repo_id")
+        if self.url and not self.url.startswith(("https://", "http://")):
+            raise ValueError("a mirror url must start with https:// (or http:// for local servers)")
+        if self.repo_id and not self.filename:
+            raise ValueError("a Hub mirror names one file: give filename")
+        if self.url and (self.revision or self.subfolder or self.filename):
+            raise ValueError("a url mirror takes no revision, subfolder or filename")
+        return self
+
+    @field_serializer("url")
+    def _redacted_url(self, url: str | None, info: SerializationInfo) -> str | None:
+        return _redact(url, info)
 
 
 class ModelRef(Strict):
@@ -45,6 +82,8 @@ class ModelRef(Strict):
     path: str | None = None
     format: Literal["diffusers", "single-file", "lora", "controlnet", "dit-moe", "vae", "toy"] = "diffusers"
     notes: str | None = None
+    mirrors: list[Mirror] = Field(default_factory=list, description="other sources of the same file, tried in "
+                                  "order when the first refuses; needs sha256")
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelRef:
@@ -55,7 +94,33 @@ class ModelRef(Strict):
             raise ValueError("url must start with https:// (or http:// for local servers)")
         if self.url and not self.sha256:
             raise ValueError("a url source must pin its sha256")
+        if self.mirrors and not self.sha256:
+            raise ValueError("a model with mirrors must pin its sha256 (every mirror must serve the same bytes)")
+        if self.mirrors and (self.path or (self.repo_id and not self.filename)):
+            raise ValueError("mirrors are for single files: a url, or a Hub repo_id with filename")
         return self
+
+    @field_serializer("url")
+    def _redacted_url(self, url: str | None, info: SerializationInfo) -> str | None:
+        return _redact(url, info)
+
+    @model_serializer(mode="wrap")
+    def _without_empty_mirrors(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """Cards without mirrors dump (and digest) exactly as before the field existed."""
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("mirrors"):
+            data.pop("mirrors", None)
+        return data
+
+
+def _redact(url: str | None, info: SerializationInfo) -> str | None:
+    """Recorded and printed forms of a card (recipes, ``pairs show``) carry no credentials; pass
+    ``context={"secrets": True}`` to dump a card that must be read back whole."""
+    if url is None or (isinstance(info.context, dict) and info.context.get("secrets")):
+        return url
+    from w2sd_cli.store.redact import redact_url
+
+    return redact_url(url)
 
 
 class MixtureSpec(Strict):

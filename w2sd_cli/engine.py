@@ -165,7 +165,7 @@ class Engine:
                settings: Settings) -> dict[str, Any]:
         """Everything needed to make an output again (what ``--from-image`` and ``Pair.generate`` read back)."""
         from w2sd_cli.images import versions
-        from w2sd_cli.redact import redact_data
+        from w2sd_cli.store.redact import redact_data
 
         recipe: dict[str, Any] = {
             "pair": self.card.name, "kind": self.card.kind, "card_digest": self.card.digest(), "method": method,
@@ -175,7 +175,7 @@ class Engine:
         }
         if prepared is not None:
             recipe.update(sides=prepared.sides, grid=[float(t) for t in prepared.grid], warnings=prepared.warnings)
-        return redact_data(recipe)
+        return redact_data(recipe)  # type: ignore[return-value]
 
     def score(self, samples: list[Sample]) -> None:
         """Attach the verdicts of the engine's metrics to ``samples``."""

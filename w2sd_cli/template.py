@@ -193,7 +193,7 @@ metrics: [__NAME__-mean-error]
 options: {strong_mean: 0.8, weak_mean: 0.5, ideal_mean: 1.0, std: 0.5}
 '''
 
-TESTS = '''"""The plugin's own tests: it is listed, and its pair works through `w2sd gen`, `w2sd bench` and the Python API."""
+TESTS = '''"""The plugin's own tests: listed, and its pair works through `w2sd gen`, `w2sd bench` and the Python API."""
 
 from __future__ import annotations
 

@@ -35,7 +35,8 @@ class W2SDGroup(TyperGroup):
             render_error(str(err))
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
-            render_error("Interrupted: nothing partial was kept. Run the same command again to redo it.")
+            render_error("Interrupted: no partial output file was kept (a download keeps its partial file and "
+                         "resumes). Run the same command again to carry on.")
             ctx.exit(130)
         except (typer.Exit, typer.Abort, _ClickException):
             raise

@@ -238,7 +238,8 @@ class ItemProgress(ObserverProgress):
     def __init__(self, quiet: bool = False) -> None:
         from rich.progress import MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-        super().__init__(MofNCompleteColumn(), TextColumn("{task.fields[label]}"), TimeElapsedColumn(), quiet=quiet)
+        super().__init__(MofNCompleteColumn(), TextColumn("{task.fields[label]}", markup=False), TimeElapsedColumn(),
+                         quiet=quiet)
 
     def observe(self, info: dict[str, Any]) -> None:
         phase = info.get("phase")

@@ -7,13 +7,25 @@ from typing import Annotated, Any
 import typer
 
 from w2sd_cli.cli.options import JsonFlag, Offline
-from w2sd_cli.cli.progress import ObserverProgress
+from w2sd_cli.cli.progress import DownloadProgress
 
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show the plan (files, sizes) and change nothing.")]
 
 
+PULL_HELP = """Download and verify every model of the pairs (resumable; checks free space first).
+
+Missing files download a few at a time. A cut, a full disk, Ctrl-C or a killed process keeps partial files
+(URL and Hub alike), and running the same command again resumes them.
+
+Credentials come from the environment and are sent only to the origin they are for, over https:
+CIVITAI_TOKEN (an API key from https://civitai.com/user/account) for civitai downloads that need a login, and
+HF_TOKEN (or `hf auth login`) for gated or private Hugging Face repos. W2SD_DOWNLOAD_TIMEOUT (seconds, or
+30s/5m/1h) stops a silent connection; W2SD_MIN_FREE_MB is the spare space kept on each disk.
+"""
+
+
 def register(app: typer.Typer) -> None:
-    app.command("pull")(pull)
+    app.command("pull", help=PULL_HELP)(pull)
     cache_app = typer.Typer(no_args_is_help=True, help="What w2sd downloaded: list, verify, prune.")
     cache_app.command("ls")(ls)
     cache_app.command("verify")(verify)
@@ -25,7 +37,7 @@ def pull(pairs: Annotated[list[str], typer.Argument(help="Pair names or aliases.
          offline: Offline = False, json_output: JsonFlag = False) -> None:
     """Download and verify every model of the pairs (resumable; checks free space first)."""
     from w2sd_cli import store
-    from w2sd_cli.cli.output import err_console, print_json
+    from w2sd_cli.cli.output import err_console, print_json, styled
     from w2sd_cli.errors import Interrupted
     from w2sd_cli.pairs import get_registry
 
@@ -44,13 +56,13 @@ def pull(pairs: Annotated[list[str], typer.Argument(help="Pair names or aliases.
             for card in cards:
                 done[card.name] = [str(p) for p in store.pull(card, progress=bar.observe, offline=offline)]
     except KeyboardInterrupt:
-        raise Interrupted(f"Interrupted. Finished files are kept, and a partial download resumes where it stopped "
-                          f"when you run `w2sd pull {' '.join(pairs)}` again.") from None
+        raise Interrupted(f"Interrupted. Finished files are kept, and each partial download (URL or Hub) resumes "
+                          f"where it stopped when you run `w2sd pull {' '.join(pairs)}` again.") from None
     if json_output:
         print_json({"pulled": done})
         return
     for name, paths in done.items():
-        err_console.print(f"[green]✓[/green] {name}: {len(paths)} model(s) ready", markup=True)
+        err_console.print(styled(("✓", "green"), f" {name}: {len(paths)} model(s) ready"))
 
 
 def ls(json_output: JsonFlag = False) -> None:
@@ -92,23 +104,37 @@ def verify(pair: Annotated[str | None, typer.Argument(help="Only this pair (defa
         err_console.print(table(f"{len(results)} files", ["pair", "model", "file", "status"],
                                 [[r.pair, r.key, r.file, r.status] for r in results]))
     bad = sorted({r.pair for r in results if r.status == "mismatch"})
-    if bad:
-        raise ModelError(f"Files of {', '.join(bad)} do not match their recorded sha256 (see above). Run "
-                         f"`w2sd pull {' '.join(bad)}`: downloaded copies are quarantined and fetched again.")
+    broken = sorted({r.pair for r in results if r.status == "unusable"})
+    if bad or broken:
+        said = []
+        if bad:
+            said.append(f"Files of {', '.join(bad)} do not match their recorded sha256 (see above). Run `w2sd pull "
+                        f"{' '.join(bad)}`: downloaded copies are quarantined and fetched again in the same run "
+                        "(a changed file of your own is left alone and named).")
+        if broken:
+            said.append(f"Files of {', '.join(broken)} match their hashes but are not usable weights. Run `w2sd "
+                        f"pull {' '.join(broken)}`: it moves them aside and says whether the source itself is "
+                        "broken (then point the card at another source or a mirror).")
+        raise ModelError(" ".join(said))
 
 
 def prune(dry_run: DryRun = False, yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
           json_output: JsonFlag = False) -> None:
     """Delete what no pair needs from w2sd's store (plan first; the HF cache is left to `hf cache`)."""
     from w2sd_cli import store
-    from w2sd_cli.cli.output import err_console, print_json, table
+    from w2sd_cli.cli.output import err_console, print_json, table, warn
 
-    plan = store.plan_prune(_all_cards())
+    plan = store.plan_prune(_all_cards(), _invalid_cards())
     if json_output:
-        print_json({"delete": [i.as_dict() for i in plan.items], "bytes": plan.bytes, "dry_run": dry_run})
-    elif not plan.items:
+        print_json({"delete": [i.as_dict() for i in plan.items], "bytes": plan.bytes, "dry_run": dry_run,
+                    "kept_for_invalid_cards": [{**i.as_dict(), "card": origin} for i, origin in plan.kept]})
+    for origin in [] if json_output else dict.fromkeys(o for _, o in plan.kept):
+        names = [i.path.name for i, o in plan.kept if o == origin]
+        warn(f"kept {len(names)} item(s) ({', '.join(names)}) because {origin} names them but does not validate "
+             "right now; fix that card (`w2sd pairs list` shows why), or delete it to let prune free them.")
+    if not json_output and not plan.items:
         err_console.print("Nothing to prune: every file in w2sd's store is needed by a pair.")
-    else:
+    elif not json_output:
         err_console.print(table(f"prune plan: {len(plan.items)} items, {store.human(plan.bytes)}",
                                 ["kind", "path", "size"],
                                 [[i.kind, str(i.path), store.human(i.size)] for i in plan.items]))
@@ -121,28 +147,29 @@ def prune(dry_run: DryRun = False, yes: Annotated[bool, typer.Option("--yes", "-
         err_console.print(f"freed {store.human(freed)}")
 
 
-class DownloadProgress(ObserverProgress):
-    """One rich bar per file, with speed and time left, on stderr; fed by the store's progress dicts."""
-
-    def __init__(self, quiet: bool = False) -> None:
-        from rich.progress import DownloadColumn, TimeRemainingColumn, TransferSpeedColumn
-
-        super().__init__(DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), quiet=quiet)
-
-    def observe(self, info: dict[str, Any]) -> None:
-        name = str(info.get("file"))
-        status = str(info.get("status", ""))
-        label = f"{name} ({status})" if status in ("verifying",) else name
-        if name not in self.tasks:
-            self.tasks[name] = self.progress.add_task(label, total=info.get("bytes_total"))
-        self.progress.update(self.tasks[name], description=label, completed=info.get("bytes_done", 0),
-                             total=info.get("bytes_total"))
-
-
 def _all_cards() -> list[Any]:
     from w2sd_cli.pairs import get_registry
 
     return [e.card for e in get_registry().entries]
+
+
+def _invalid_cards() -> list[tuple[str, str]]:
+    """``(file, text)`` of the user's card files that exist but do not validate now."""
+    from w2sd_cli.cards import load_card
+    from w2sd_cli.errors import W2SDError
+    from w2sd_cli.paths import user_pairs_dir
+
+    folder = user_pairs_dir()
+    out = []
+    for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")) if folder.is_dir() else []:
+        try:
+            load_card(path)
+        except W2SDError:
+            try:
+                out.append((str(path), path.read_text(encoding="utf-8", errors="replace")))
+            except OSError:
+                continue
+    return out
 
 
 def _hf_cache() -> str | None:

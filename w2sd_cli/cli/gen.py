@@ -52,7 +52,7 @@ def gen(
     """Generate with a pair: W2SD sampling, plus the weak and strong baselines with --compare."""
     from w2sd_cli.api import load_pair
     from w2sd_cli.cli.output import err_console, print_json, warn
-    from w2sd_cli.cli.progress import PhaseProgress
+    from w2sd_cli.cli.progress import DownloadProgress, PhaseProgress
 
     knobs: dict[str, Any] = dict(steps=steps, lam=lam, rounds=rounds, k=k, cfg=cfg, width=width, height=height,
                                  samples=samples, reference_interval=reference_interval,
@@ -63,18 +63,18 @@ def gen(
     if from_image is not None:
         pair, prompt, seed, chosen, knobs, expected_digest = _from_image(from_image)
         num_images = 1
-    with PhaseProgress(quiet=json_output) as progress:
+    with DownloadProgress(quiet=json_output) as downloads:
         loaded = load_pair(pair, device=device, dtype=dtype, offline=offline or None, allow_pickle=allow_pickle,
-                           offload=offload, observer=progress.observe)
-        if expected_digest is not None and expected_digest != loaded.card.digest():
-            warn(f"pair {loaded.name!r} has changed since {from_image} was made (card digest differs); "
-                 "the result may differ.")
-        if chosen is None:
-            chosen = list(loaded.kind.compare_methods if compare else loaded.kind.gen_methods)
-        seeds = list(range(seed if seed is not None else loaded.card.defaults.seed,
-                           (seed if seed is not None else loaded.card.defaults.seed) + num_images))
-        made = loaded.compare(prompt, seeds=seeds, methods=chosen, batch_size=batch_size, observer=progress.observe,
-                              **knobs)
+                           offload=offload, observer=downloads.observe)
+    if expected_digest is not None and expected_digest != loaded.card.digest():
+        warn(f"pair {loaded.name!r} has changed since {from_image} was made (card digest differs); "
+             "the result may differ.")
+    if chosen is None:
+        chosen = list(loaded.kind.compare_methods if compare else loaded.kind.gen_methods)
+    first = seed if seed is not None else loaded.card.defaults.seed
+    with PhaseProgress(quiet=json_output) as progress:
+        made = loaded.compare(prompt, seeds=range(first, first + num_images), methods=chosen, batch_size=batch_size,
+                              observer=progress.observe, **knobs)
     files = made.save(out)
     summary = made.summary(files)
     if json_output:

@@ -45,7 +45,7 @@ def list_pairs(json_output: JsonFlag = False) -> None:
 
 def show_pair(name: PairName, json_output: JsonFlag = False) -> None:
     """Show one pair's card, its resolved defaults, and its models with their cache status."""
-    from w2sd_cli.cli.output import err_console, print_json, table
+    from w2sd_cli.cli.output import err_console, print_json, styled, table
     from w2sd_cli.pairs import get_registry
 
     registry = get_registry()
@@ -56,7 +56,7 @@ def show_pair(name: PairName, json_output: JsonFlag = False) -> None:
     defaults = card.defaults.model_dump()
     defaults["lam"] = defaults["lam"] if defaults["lam"] is not None else card.defaults.steps - 1
     models = [{"key": key, "source": _source(ref), "format": ref.format, "revision": ref.revision,
-               "status": _model_status(ref)} for key, ref in card.models.items()]
+               "status": _model_status(ref, card.name, key)} for key, ref in card.models.items()]
     data = {"card": card.model_dump(mode="json", by_alias=True, exclude_none=True), "plugin": entry.plugin,
             "origin": entry.origin, "kind": {"name": kind.name, "summary": kind.summary},
             "resolved_defaults": defaults, "models": models, "digest": card.digest()}
@@ -65,8 +65,8 @@ def show_pair(name: PairName, json_output: JsonFlag = False) -> None:
         return
     import yaml
 
-    err_console.print(f"[bold]{card.name}[/bold] ({kind.name}: {kind.summary})\nfrom {entry.origin}\n")
-    err_console.print(yaml.safe_dump(data["card"], sort_keys=False, allow_unicode=True).rstrip(), markup=False)
+    err_console.print(styled((card.name, "bold"), f" ({kind.name}: {kind.summary})\nfrom {entry.origin}\n"))
+    err_console.print(yaml.safe_dump(data["card"], sort_keys=False, allow_unicode=True).rstrip())
     err_console.print(table("resolved defaults", ["knob", "value"], [[k, v] for k, v in defaults.items()]))
     if models:
         err_console.print(table("models", ["key", "source", "format", "revision", "status"],
@@ -84,10 +84,14 @@ def _short(text: str, limit: int) -> str:
 def _source(ref: Any) -> str:
     if ref.repo_id:
         return "/".join(p for p in (ref.repo_id, ref.subfolder, ref.filename) if p)
-    return str(ref.url or ref.path)
+    if ref.url:
+        from w2sd_cli.store.redact import redact_url
+
+        return redact_url(ref.url)
+    return str(ref.path)
 
 
-def _model_status(ref: Any) -> str:
+def _model_status(ref: Any, pair: str | None = None, key: str | None = None) -> str:
     """Whether a model is available locally, without touching the network."""
     if ref.path:
         return "local" if Path(ref.path).exists() else "missing (local path)"
@@ -96,13 +100,11 @@ def _model_status(ref: Any) -> str:
     except ImportError:
         return "unknown"
     status = getattr(store, "local_status", None)
-    return str(status(ref)) if status is not None else "unknown"
+    return str(status(ref, pair, key)) if status is not None else "unknown"
 
 
 def _print_problems(problems: list[str]) -> None:
-    from rich.markup import escape
-
-    from w2sd_cli.cli.output import err_console
+    from w2sd_cli.cli.output import warn
 
     for problem in problems:
-        err_console.print(f"[yellow]warning:[/yellow] {escape(problem)}", markup=True, soft_wrap=True)
+        warn(problem)

@@ -38,9 +38,7 @@ def plugins(ctx: typer.Context, json_output: JsonFlag = False) -> None:
         return
     from dataclasses import asdict
 
-    from rich.markup import escape
-
-    from w2sd_cli.cli.output import err_console, print_json, table
+    from w2sd_cli.cli.output import err_console, print_json, table, warn
     from w2sd_cli.pairs import get_registry
     from w2sd_cli.plugins import get_host
 
@@ -55,4 +53,4 @@ def plugins(ctx: typer.Context, json_output: JsonFlag = False) -> None:
              "ok" if r["status"] == "ok" else f"failed: {r['error']}"] for r in records]
     err_console.print(table(f"{len(rows)} plugins", ["name", "version", "origin", "hooks", "status"], rows))
     for problem in [*host.warnings, *registry.problems]:
-        err_console.print(f"[yellow]warning:[/yellow] {escape(problem)}", markup=True, soft_wrap=True)
+        warn(problem)

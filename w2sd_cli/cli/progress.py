@@ -22,8 +22,8 @@ class ObserverProgress:
     """Rich bars on stderr fed by a library callback: subclasses pick the columns and write ``observe``."""
 
     def __init__(self, *columns: ProgressColumn | str, quiet: bool = False) -> None:
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), *columns, console=err_console,
-                                 disable=quiet)
+        self.progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), *columns,
+                                 console=err_console, disable=quiet)
         self.tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> Self:
@@ -53,3 +53,44 @@ class PhaseProgress(ObserverProgress):
             self.progress.update(task, completed=int(info["i"]) + 1, phase=info["phase"])
         else:
             self.progress.update(task, phase=info.get("phase", ""))
+
+
+class DownloadProgress(ObserverProgress):
+    """Download bars on stderr, fed by the store's events (``store.ensure_models``, ``pull``, ``verify``).
+
+    One overall bar (bytes of every file still to fetch) and one bar per file, with speed and time left.
+    Takes ``{"event": "file"|"overall"|"plan"|"done", ...}`` dicts, and the bare per-file dicts
+    (``{"file", "bytes_done", "bytes_total", "status"}``) that ``cache verify`` sends.
+    """
+
+    def __init__(self, quiet: bool = False) -> None:
+        from rich.progress import DownloadColumn, TimeRemainingColumn, TransferSpeedColumn
+
+        super().__init__(DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), quiet=quiet)
+
+    def observe(self, info: dict[str, Any]) -> None:
+        event = info.get("event", "file")
+        if event in ("overall", "plan"):
+            self._overall(info)
+        elif event == "file":
+            self._file(info)
+
+    def _overall(self, info: dict[str, Any]) -> None:
+        total = info.get("bytes_total") or None
+        if info.get("event") == "plan" and not info.get("files"):
+            return
+        label = f"{info.get('pair', 'all')}: {info.get('files_done', 0)}/{info.get('files_total', info.get('files'))}"
+        key = f"\0overall:{info.get('pair')}"
+        if key not in self.tasks:
+            self.tasks[key] = self.progress.add_task(label, total=total)
+        self.progress.update(self.tasks[key], description=label, completed=info.get("bytes_done", 0), total=total)
+
+    def _file(self, info: dict[str, Any]) -> None:
+        name = str(info.get("file"))
+        status = str(info.get("status", ""))
+        label = f"  {name} ({status})" if status in ("verifying",) else f"  {name}"
+        key = f"{info.get('key', '')}\0{name}"
+        if key not in self.tasks:
+            self.tasks[key] = self.progress.add_task(label, total=info.get("bytes_total"))
+        self.progress.update(self.tasks[key], description=label, completed=info.get("bytes_done", 0),
+                             total=info.get("bytes_total"))

@@ -18,8 +18,9 @@ from w2sd_cli.store.cache import (
     store_items,
     verify,
 )
-from w2sd_cli.store.locate import local_status, locate, pull
+from w2sd_cli.store.locate import ensure_models, local_status, locate, pull
 from w2sd_cli.store.plan import PlannedFile, PlannedModel, PullPlan, human, plan_pull
+from w2sd_cli.store.redact import redact_url
 from w2sd_cli.store.safety import check_weights_file, load_pickle_checkpoint, sniff
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "StoreItem",
     "VerifyResult",
     "check_weights_file",
+    "ensure_models",
     "execute_prune",
     "human",
     "load_pickle_checkpoint",
@@ -40,6 +42,7 @@ __all__ = [
     "plan_prune",
     "plan_pull",
     "pull",
+    "redact_url",
     "sniff",
     "store_items",
     "verify",

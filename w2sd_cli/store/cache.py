@@ -7,16 +7,17 @@ other tools, so w2sd reports what it uses there and leaves deleting to ``hf cach
 from __future__ import annotations
 
 import os
-import shutil
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from w2sd_cli.cards import PairCard
-from w2sd_cli.store import pairlock
+from w2sd_cli.store import contain, pairlock
 from w2sd_cli.store.layout import pair_lock_dir, quarantine_dir, read_json, record_verified, sha256_file, store_dir
 from w2sd_cli.store.plan import plan_model
+from w2sd_cli.store.safety import WEIGHT_SUFFIXES
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -39,7 +40,8 @@ class ModelStatus:
 
 @dataclass(frozen=True)
 class StoreItem:
-    """One entry of w2sd's own store: a blob, a partial download, a quarantined file or a stale lock file."""
+    """One entry w2sd manages: a blob, a partial download, a quarantined file, a lock file, or in the HF cache a
+    resumable Hub download of w2sd's (``hub-partial``) or a dead one of huggingface_hub's (``hub-orphan``)."""
 
     kind: str
     path: Path
@@ -54,7 +56,8 @@ class StoreItem:
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """One file re-hashed by ``cache verify``: ``ok``, ``mismatch``, ``missing`` or ``unrecorded``."""
+    """One file re-hashed by ``cache verify``: ``ok``, ``mismatch``, ``unusable`` (not loadable weights),
+    ``missing``, ``unrecorded`` or ``not downloaded``."""
 
     pair: str
     key: str
@@ -69,9 +72,10 @@ class VerifyResult:
 
 @dataclass(frozen=True)
 class PrunePlan:
-    """What ``cache prune`` would delete, and how much that frees."""
+    """What ``cache prune`` would delete, how much that frees, and what it keeps only for an invalid card."""
 
     items: tuple[StoreItem, ...] = field(default_factory=tuple)
+    kept: tuple[tuple[StoreItem, str], ...] = field(default_factory=tuple)
 
     @property
     def bytes(self) -> int:
@@ -86,7 +90,8 @@ def model_status(cards: Iterable[PairCard]) -> list[ModelStatus]:
             planned = plan_model(card.name, key, ref, offline=True)
             expected = _expected(card, key)
             sure = planned.present and bool(expected) and all(
-                _known(Path(path), expected[rel]) for rel, path in _paths(card, key, expected).items())
+                _known(Path(path), expected[rel]) and _usable(Path(path))
+                for rel, path in _paths(card, key, expected).items())
             rows.append(ModelStatus(card.name, key, planned.source, planned.present, planned.size, sure,
                                     len(planned.files)))
     return rows
@@ -111,6 +116,7 @@ def store_items(cards: Iterable[PairCard]) -> list[StoreItem]:
         items.append(StoreItem("partial", part, part.stat().st_size, sha, tuple(users.get(sha, ()))))
     for bad in sorted(quarantine_dir().glob("*")) if quarantine_dir().is_dir() else []:
         items.append(StoreItem("quarantine", bad, _size(bad)))
+    items += _hub_items(cards)
     names = {c.name for c in cards}
     for lock in sorted(pair_lock_dir().glob("*.json")) if pair_lock_dir().is_dir() else []:
         items.append(StoreItem("lockfile", lock, lock.stat().st_size, None,
@@ -138,27 +144,97 @@ def verify(cards: Iterable[PairCard], progress: Progress | None = None) -> list[
                     continue
                 got = sha256_file(Path(path), _relay(progress, rel, os.path.getsize(path)))
                 record_verified(Path(path), got)
-                results.append(VerifyResult(card.name, key, rel, "ok" if got == sha else "mismatch", sha, got))
+                status = "mismatch" if got != sha else "ok" if _usable(Path(path)) else "unusable"
+                results.append(VerifyResult(card.name, key, rel, status, sha, got))
     return results
 
 
-def plan_prune(cards: Iterable[PairCard]) -> PrunePlan:
-    """What no pair needs: unused blobs and partial downloads, quarantined files, lock files of unknown pairs."""
-    return PrunePlan(tuple(i for i in store_items(list(cards)) if not i.used_by))
+def plan_prune(cards: Iterable[PairCard], invalid: Iterable[tuple[str, str]] = ()) -> PrunePlan:
+    """What no pair needs: unused blobs and partial downloads, quarantined files, lock files of unknown pairs,
+    and huggingface_hub's dead ``*.incomplete`` files.
+
+    Args:
+        cards: the valid pair cards.
+        invalid: ``(origin, text)`` of card files that exist but fail validation; whatever their text names
+            (a sha256, a repo id, the pair's name) is kept, and listed in ``kept`` with the reason.
+    """
+    invalid = list(invalid)
+    delete, kept = [], []
+    for item in store_items(list(cards)):
+        if item.used_by or _busy(item):
+            continue
+        origin = next((o for o, text in invalid if _names(item, o, text)), None)
+        if origin is None:
+            delete.append(item)
+        else:
+            kept.append((item, origin))
+    return PrunePlan(tuple(delete), tuple(kept))
 
 
 def execute_prune(plan: PrunePlan) -> int:
-    """Delete what ``plan`` lists (and only that); returns the bytes freed."""
+    """Delete what ``plan`` lists (and only what lies inside w2sd's managed folders); returns the bytes freed."""
     freed = 0
     for item in plan.items:
-        if not str(item.path.resolve()).startswith((str(store_dir().resolve()), str(pair_lock_dir().resolve()))):
-            continue
-        if item.path.is_dir():
-            shutil.rmtree(item.path)
-        elif item.path.exists():
-            item.path.unlink()
-        freed += item.size
+        if (item.path.is_symlink() or item.path.exists()) and contain.remove(item.path):
+            freed += item.size
     return freed
+
+
+def _names(item: StoreItem, origin: str, text: str) -> bool:
+    """Whether an invalid card's raw ``text`` names ``item`` (its hash, its repo, or its pair)."""
+    if item.sha256 and item.sha256 in text:
+        return True
+    if item.kind == "lockfile":
+        stem = item.path.stem
+        return Path(origin).stem == stem or re.search(rf"(?m)^\s*name:\s*['\"]?{re.escape(stem)}['\"]?\s*$", text) \
+            is not None
+    if item.kind in ("hub-partial", "hub-orphan"):
+        repo = item.path.parent.parent.name.removeprefix("models--").replace("--", "/")
+        return repo in text
+    return False
+
+
+def _busy(item: StoreItem) -> bool:
+    """Whether a partial download is being written right now (its download lock is held by a process)."""
+    import filelock
+
+    if item.kind == "partial" and item.sha256:
+        lock = store_dir() / "locks" / f"{item.sha256}.lock"
+    elif item.kind in ("hub-partial", "hub-orphan"):
+        etag = item.path.name.split(".")[0]
+        lock = item.path.parent.parent.parent / ".locks" / item.path.parent.parent.name / f"{etag}.lock"
+    else:
+        return False
+    if not lock.exists():
+        return False
+    try:
+        with filelock.FileLock(str(lock), timeout=0):
+            return False
+    except filelock.Timeout:
+        return True
+
+
+def _hub_items(cards: list[PairCard]) -> list[StoreItem]:
+    """Partial Hub downloads in the HF cache: w2sd's resumable ones and huggingface_hub's dead ones."""
+    try:
+        from w2sd_cli.store.hub import PARTIAL_SUFFIX, cache_dir
+    except ImportError:
+        return []
+    repos: dict[str, list[str]] = {}
+    for card in cards:
+        for ref in card.models.values():
+            for repo in [ref.repo_id, *(m.repo_id for m in ref.mirrors)]:
+                if repo:
+                    repos.setdefault(repo, []).append(card.name)
+    items = []
+    for path in sorted(cache_dir().glob("models--*/blobs/*")):
+        repo = path.parent.parent.name.removeprefix("models--").replace("--", "/")
+        if path.name.endswith(PARTIAL_SUFFIX):
+            items.append(StoreItem("hub-partial", path, _size(path), path.name.removesuffix(PARTIAL_SUFFIX),
+                                   tuple(dict.fromkeys(repos.get(repo, ())))))
+        elif path.name.endswith(".incomplete"):
+            items.append(StoreItem("hub-orphan", path, _size(path)))
+    return items
 
 
 def _expected(card: PairCard, key: str) -> dict[str, str]:
@@ -204,10 +280,21 @@ def _known(path: Path, sha: str) -> bool:
         known.get("mtime_ns") == stat.st_mtime_ns
 
 
+def _usable(path: Path) -> bool:
+    """Whether a file can be loaded as weights (files that are not weights by name or content pass)."""
+    from w2sd_cli.store.fetch import unusable_reason
+
+    try:
+        return unusable_reason(path, expect_weights=path.suffix.lower() in WEIGHT_SUFFIXES) is None
+    except OSError:
+        return False
+
+
 def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    """Bytes ``path`` holds itself: a link counts as its own small size, links inside folders are not followed."""
+    if path.is_symlink() or not path.is_dir():
+        return path.lstat().st_size if path.is_symlink() or path.exists() else 0
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_symlink() or p.is_file())
 
 
 def _relay(progress: Progress | None, name: str, size: int) -> Callable[[int], None] | None:

@@ -1,23 +1,28 @@
-"""URL downloads into the content-addressed store: streamed to a ``.part``, resumed, fsynced, hashed, renamed.
+"""HTTP downloads for the store: streamed to a partial file, resumed with ``Range``, fsynced, hashed, renamed.
 
-Only the standard library's ``http.client`` is used, so w2sd decides every redirect itself: the civitai token
-goes to the civitai host the card names and never to the storage host a download is redirected to.
+Only the standard library's ``http.client`` is used, so w2sd decides every redirect itself: a token goes to
+the exact origin (scheme, host, port) it is meant for, over https, and never after a redirect leaves that
+origin. URL references land in the content-addressed store; ``hub`` uses ``download_to_part`` for Hub files.
 """
 
 from __future__ import annotations
 
 import errno
 import http.client
+import ipaddress
 import json
 import os
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 from w2sd_cli import __version__
 from w2sd_cli.errors import DownloadError, ModelError
 from w2sd_cli.files import fsync_dir
+from w2sd_cli.store import contain
 from w2sd_cli.store.layout import (
     CHUNK,
     blob_dir,
@@ -28,12 +33,26 @@ from w2sd_cli.store.layout import (
     record_verified,
     sha256_file,
 )
-from w2sd_cli.store.safety import sniff
+from w2sd_cli.store.redact import redact_url, scrub
+from w2sd_cli.store.safety import NotWeightsError, check_weights_file, sniff
+from w2sd_cli.store.settings import download_timeout, insecure_loopback
 
 Progress = Callable[[dict[str, Any]], None]
 REDIRECTS = {301, 302, 303, 307, 308}
 MAX_RESUMES = 5
 TOKEN_HINT = "this file needs a civitai API token: set CIVITAI_TOKEN (made at https://civitai.com/user/account)"
+Origin = tuple[str, str, int]
+
+redact = redact_url  # the name older callers import
+STOP = threading.Event()  # set by a parallel pull on Ctrl-C: every download keeps its part and stops
+
+
+@dataclass(frozen=True)
+class Auth:
+    """A credential and the one origin it may be sent to."""
+
+    origin: Origin
+    header: str
 
 
 class _Cut(Exception):
@@ -43,9 +62,26 @@ class _Cut(Exception):
         self.progressed = progressed
 
 
-def download_timeout() -> float:
-    """Seconds a connection may stay silent before the download is stopped (``W2SD_DOWNLOAD_TIMEOUT``)."""
-    return float(os.environ.get("W2SD_DOWNLOAD_TIMEOUT", "60"))
+def origin(url: str) -> Origin:
+    """``(scheme, host, port)`` of ``url``, with the scheme's default port filled in."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def may_carry_token(url: str) -> bool:
+    """Whether a token may be sent to ``url`` at all: https, or a loopback host under the test override."""
+    scheme, host, _ = origin(url)
+    return scheme == "https" or (scheme == "http" and is_loopback(host) and insecure_loopback())
 
 
 def is_civitai(host: str) -> bool:
@@ -55,20 +91,28 @@ def is_civitai(host: str) -> bool:
     return host in extra or host == "civitai.com" or host.endswith(".civitai.com")
 
 
-def redact(url: str) -> str:
-    """``url`` without credentials or query string (signed URLs and ``?token=`` stay out of messages)."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return f"{parts.scheme}://{netloc}{parts.path}"
+def civitai_auth(url: str) -> Auth | None:
+    """``CIVITAI_TOKEN`` for ``url``'s own origin when that is civitai and the scheme is safe; else ``None``."""
+    token = os.environ.get("CIVITAI_TOKEN", "").strip()
+    if token and is_civitai(origin(url)[1]) and may_carry_token(url):
+        return Auth(origin(url), f"Bearer {token}")
+    return None
+
+
+def file_label(url: str, fallback: str) -> str:
+    """A safe file name taken from ``url``'s last path segment (``fallback`` when there is none)."""
+    segments = [unquote(s) for s in urlsplit(url).path.split("/")]
+    name = next((s for s in reversed(segments) if s), "")
+    if name in (".", "..") or "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
+        return fallback
+    return name[:200]
 
 
 def fetch_url(url: str, sha256: str, *, size: int | None = None, progress: Progress | None = None) -> Path:
     """The stored file for ``sha256``, downloading it from ``url`` first if the store lacks it.
 
     Args:
-        url: an http(s) URL; redirects are followed, the civitai token only goes to the first host.
+        url: an http(s) URL; redirects are followed, the civitai token only goes to the card's origin.
         sha256: the hash the card pins; the file is accepted only if it matches.
         size: the expected size in bytes, if the card gives one.
         progress: called with ``{"file", "bytes_done", "bytes_total", "status"}`` dicts.
@@ -85,52 +129,70 @@ def fetch_url(url: str, sha256: str, *, size: int | None = None, progress: Progr
             return found
         part = part_path(sha256)
         part.parent.mkdir(parents=True, exist_ok=True)
-        label = Path(urlsplit(url).path).name or sha256[:12]
-        _download_to_part(url, part, size, progress, label)
+        label = file_label(url, sha256[:12])
+        download_to_part(url, part, size, progress, label, civitai_auth(url))
         return _finish(url, part, sha256, size, progress, label)
 
 
-def _download_to_part(url: str, part: Path, size: int | None, progress: Progress | None, label: str) -> None:
+def download_to_part(url: str, part: Path, size: int | None, progress: Progress | None, label: str,
+                     auth: Auth | None, weights: bool = True) -> None:
+    """Bring ``part`` to the whole body of ``url``, resuming from what it holds; cuts are retried a few times.
+
+    Args:
+        url: where the bytes come from.
+        part: the partial file (kept on every failure so the next run resumes).
+        size: the expected size, when known.
+        progress: the ``{"file", "bytes_done", "bytes_total", "status"}`` observer.
+        label: the file's name in events and messages.
+        auth: a credential for its one origin, or ``None``.
+        weights: refuse an HTML or JSON body (a login page) instead of saving it.
+    """
     resumes = 0
     while True:
         offset = part.stat().st_size if part.exists() else 0
         if size is not None and offset == size:
             return
         if size is not None and offset > size:
-            part.unlink()
+            contain.remove(part)
             offset = 0
         try:
-            _stream_once(url, part, offset, size, progress, label)
+            _stream_once(url, part, offset, size, progress, label, auth, weights)
             return
         except _Cut as cut:
             resumes += 1
             if not cut.progressed or resumes > MAX_RESUMES:
                 kept = part.stat().st_size if part.exists() else 0
                 raise DownloadError(
-                    f"The download of {label} from {redact(url)} keeps breaking off ({kept} bytes kept in {part}). "
-                    "Check your connection and run the same command again: it resumes where it stopped."
+                    f"The download of {label} from {redact_url(url)} keeps breaking off ({kept} bytes kept in "
+                    f"{part}). Check your connection and run the same command again: it resumes where it stopped."
                 ) from None
 
 
-def _stream_once(url: str, part: Path, offset: int, size: int | None, progress: Progress | None, label: str) -> None:
-    response, conn = _open(url, offset)
+def _stream_once(url: str, part: Path, offset: int, size: int | None, progress: Progress | None, label: str,
+                 auth: Auth | None, weights: bool) -> None:
+    response, conn = _open(url, offset, auth)
     try:
         if response.status == 416 and offset:
             if _range_total(response) == offset:
-                return  # the .part was already complete
-            part.unlink()
+                return  # the part was already complete
+            contain.remove(part)
             raise _Cut(progressed=True)
         if response.status not in (200, 206):
             raise _http_error(url, response)
         if response.status == 200 and offset:
             offset = 0
         if response.status == 206 and _range_start(response) != offset:
-            part.unlink()  # a range we did not ask for: start again rather than splice
+            contain.remove(part)  # a range we did not ask for: start again rather than splice
             raise _Cut(progressed=True)
         length = response.getheader("Content-Length")
         total = offset + int(length) if length and length.isdigit() else size
+        if length and length.isdigit():
+            from w2sd_cli.store.plan import check_free
+
+            check_free(part.parent, int(length) - (part.stat().st_size - offset if part.exists() else 0),
+                       f"Downloading {label} from {redact_url(url)}")
         first = _read(response, url, part, offset)
-        if offset == 0:
+        if offset == 0 and weights:
             _refuse_text(url, response, first)
         _write_body(response, first, part, offset, total, progress, label, url)
     finally:
@@ -140,15 +202,16 @@ def _stream_once(url: str, part: Path, offset: int, size: int | None, progress: 
 def _write_body(response: http.client.HTTPResponse, first: bytes, part: Path, offset: int, total: int | None,
                 progress: Progress | None, label: str, url: str) -> None:
     done = offset
-    mode = "r+b" if offset else "wb"
-    if not part.exists():
-        mode = "wb"
+    mode = "r+b" if offset and part.exists() else "wb"
     with part.open(mode) as fh:
         fh.seek(offset)
         fh.truncate()
         chunk = first
         try:
             while chunk:
+                if STOP.is_set():
+                    _keep(fh)
+                    raise KeyboardInterrupt
                 write_chunk(fh, chunk)
                 done += len(chunk)
                 if progress:
@@ -165,6 +228,13 @@ def _write_body(response: http.client.HTTPResponse, first: bytes, part: Path, of
                     f"The disk holding {part.parent} is full: {done} bytes of {label} are kept in {part}. Free "
                     f"some space (`w2sd cache prune --dry-run` shows what w2sd can delete) and run the same command "
                     "again: it resumes from there."
+                ) from None
+            if err.errno == errno.EFBIG:
+                _keep(fh)
+                raise DownloadError(
+                    f"The filesystem holding {part.parent} cannot store a file as big as {label} (it stopped at "
+                    f"{done} bytes: file too large). Point HF_HOME / W2SD_HOME at a filesystem without a small "
+                    "file-size limit (not FAT32, no low `ulimit -f`) and run the same command again."
                 ) from None
             raise
 
@@ -202,8 +272,8 @@ def _read(response: http.client.HTTPResponse, url: str, part: Path, done: int, p
         if fh is not None:
             _keep(fh)
         raise DownloadError(
-            f"The server at {redact(url)} sent nothing for {download_timeout():.0f} s ({done} bytes kept in {part}). "
-            "Run the same command again to resume; raise W2SD_DOWNLOAD_TIMEOUT on a slow connection."
+            f"The server at {redact_url(url)} sent nothing for {download_timeout():g} s ({done} bytes kept in "
+            f"{part}). Run the same command again to resume; raise W2SD_DOWNLOAD_TIMEOUT on a slow connection."
         ) from None
     except (http.client.IncompleteRead, ConnectionError, http.client.HTTPException):
         if fh is not None:
@@ -211,39 +281,41 @@ def _read(response: http.client.HTTPResponse, url: str, part: Path, done: int, p
         raise _Cut(progressed) from None
 
 
-def _open(url: str, offset: int) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
-    """GET ``url`` from ``offset``, following redirects; the token is sent to the first host only."""
-    first_host = urlsplit(url).hostname or ""
+def _open(url: str, offset: int, auth: Auth | None) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
+    """GET ``url`` from ``offset``, following redirects; ``auth`` goes to its origin only, until we leave it."""
     current = url
+    trusted = auth is not None
     for _ in range(10):
         parts = urlsplit(current)
-        host = parts.hostname or ""
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise DownloadError(f"{redact_url(url)} redirected to {redact_url(current)}, which w2sd cannot "
+                                "download from (only http and https). Check the card's url.")
         headers = {"User-Agent": f"w2sd/{__version__}", "Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        token = os.environ.get("CIVITAI_TOKEN")
-        if token and host == first_host and is_civitai(host):
-            headers["Authorization"] = f"Bearer {token}"
+        trusted = trusted and auth is not None and origin(current) == auth.origin and may_carry_token(current)
+        if trusted and auth is not None:
+            headers["Authorization"] = auth.header
         cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        conn = cls(host, parts.port, timeout=download_timeout())
+        conn = cls(parts.hostname, parts.port, timeout=download_timeout())
         try:
             conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), headers=headers)
             response = conn.getresponse()
         except TimeoutError:
             conn.close()
-            raise DownloadError(f"{redact(current)} did not answer within {download_timeout():.0f} s. Check your "
+            raise DownloadError(f"{redact_url(current)} did not answer within {download_timeout():g} s. Check your "
                                 "connection and run the same command again.") from None
         except OSError as err:
             conn.close()
-            raise DownloadError(f"Cannot reach {redact(current)} ({err.strerror or err}). Check your connection "
-                                "(and any proxy), then run the same command again.") from None
+            raise DownloadError(f"Cannot reach {redact_url(current)} ({scrub(str(err.strerror or err))}). Check "
+                                "your connection (and any proxy), then run the same command again.") from None
         if response.status in REDIRECTS and response.getheader("Location"):
             current = urljoin(current, response.getheader("Location", ""))
             response.read()
             conn.close()
             continue
         return response, conn
-    raise DownloadError(f"{redact(url)} redirected more than 10 times; the link is probably broken.")
+    raise DownloadError(f"{redact_url(url)} redirected more than 10 times; the link is probably broken.")
 
 
 def _http_error(url: str, response: http.client.HTTPResponse) -> DownloadError:
@@ -251,17 +323,22 @@ def _http_error(url: str, response: http.client.HTTPResponse) -> DownloadError:
     status = response.status
     detail = _server_message(response.read(4096))
     if status in (401, 403) and is_civitai(host):
-        why = (f"civitai refused the token in CIVITAI_TOKEN (HTTP {status}); check that it is valid and that your "
-               "account may download this model" if os.environ.get("CIVITAI_TOKEN")
-               else f"HTTP {status}: {TOKEN_HINT}")
+        if os.environ.get("CIVITAI_TOKEN") and not may_carry_token(url):
+            why = (f"HTTP {status}: CIVITAI_TOKEN is set but w2sd sends it only over https, and this url is "
+                   f"{urlsplit(url).scheme}; use the https address")
+        elif os.environ.get("CIVITAI_TOKEN"):
+            why = (f"civitai refused the token in CIVITAI_TOKEN (HTTP {status}); check that it is valid and that "
+                   "your account may download this model")
+        else:
+            why = f"HTTP {status}: {TOKEN_HINT}"
     elif status in (401, 403):
-        why = f"HTTP {status}: the server refused access (w2sd sends credentials only to civitai)"
+        why = f"HTTP {status}: the server refused access (w2sd sends credentials only to the origin they are for)"
     elif status == 404:
         why = "HTTP 404: the file is not there; the card's url may be out of date"
     else:
-        why = f"HTTP {status} {response.reason}"
+        why = f"HTTP {status} {scrub(response.reason or '')}".rstrip()
     suffix = f" The server said: {detail}." if detail else ""
-    return DownloadError(f"Cannot download {redact(url)}: {why}.{suffix} Nothing was saved.")
+    return DownloadError(f"Cannot download {redact_url(url)}: {why}.{suffix} Nothing was saved.")
 
 
 def _refuse_text(url: str, response: http.client.HTTPResponse, first: bytes) -> None:
@@ -276,8 +353,8 @@ def _refuse_text(url: str, response: http.client.HTTPResponse, first: bytes) -> 
         detail = _server_message(first)
         hint = f" Most likely {TOKEN_HINT}." if is_civitai(host) and not os.environ.get("CIVITAI_TOKEN") else ""
         said = f" It said: {detail}." if detail else ""
-        raise DownloadError(f"{redact(url)} answered with {what}, not a weights file, so nothing was saved.{said}"
-                            f"{hint} Check the card's url.")
+        raise DownloadError(f"{redact_url(url)} answered with {what}, not a weights file, so nothing was saved."
+                            f"{said}{hint} Check the card's source (or give the model a mirror).")
 
 
 def _server_message(body: bytes) -> str:
@@ -290,14 +367,12 @@ def _server_message(body: bytes) -> str:
     except ValueError:
         if text.lstrip().startswith("<"):
             return ""
-    token = os.environ.get("CIVITAI_TOKEN")
-    if token:
-        text = text.replace(token, "***")
+    text = "".join(c if c.isprintable() else " " for c in scrub(text))
     return " ".join(text.split())[:200]
 
 
 def _finish(url: str, part: Path, sha256: str, size: int | None, progress: Progress | None, label: str) -> Path:
-    """Hash the complete ``.part``; quarantine it on a mismatch, else rename it into the store."""
+    """Hash the complete part; quarantine it on a mismatch or when it is not usable weights, else store it."""
     got_size = part.stat().st_size
     total = got_size
 
@@ -309,21 +384,55 @@ def _finish(url: str, part: Path, sha256: str, size: int | None, progress: Progr
     if digest != sha256 or (size is not None and got_size != size):
         bad = quarantine(part, "mismatch")
         raise ModelError(
-            f"{label} from {redact(url)} does not match the card: expected sha256 {sha256}"
+            f"{label} from {redact_url(url)} does not match the card: expected sha256 {sha256}"
             f"{f' and {size} bytes' if size else ''}, got {digest} and {got_size} bytes. The download was moved to "
             f"{bad}; nothing else was touched. If the file changed upstream, update the card's sha256."
         )
+    unusable = unusable_reason(part)  # a card that pins a truncated file: never stored as verified
+    if unusable is not None:
+        bad = quarantine(part, "unusable")
+        raise ModelError(broken_at_source(label, redact_url(url), unusable, bad))
     with part.open("rb") as fh:
         kind = sniff(fh.read(64))
     name = {"safetensors": "model.safetensors", "pickle": "model.ckpt"}.get(kind, label)
     final_dir = blob_dir(sha256)
     staging = final_dir.with_name(f".{sha256}.staging")
-    staging.mkdir(parents=True, exist_ok=True)
-    os.replace(part, staging / name)
-    fsync_dir(staging)
-    os.replace(staging, final_dir)
-    fsync_dir(final_dir.parent)
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+        contain.move(part, staging / name)
+        fsync_dir(staging)
+        contain.move(staging, final_dir)
+        fsync_dir(final_dir.parent)
+    finally:
+        if staging.exists():
+            contain.remove(staging)
     record_verified(final_dir / name, sha256)
     if progress:
         progress({"file": label, "bytes_done": got_size, "bytes_total": got_size, "status": "done"})
     return final_dir / name
+
+
+def unusable_reason(path: Path, expect_weights: bool = False) -> str | None:
+    """Why ``path`` cannot be loaded as weights (truncated safetensors, an HTML page...), or ``None``.
+
+    A file that looks like safetensors is always checked; other content only when ``expect_weights`` (a
+    weights file by name). Pickle checkpoints count as usable here: they are refused at use without
+    ``--allow-pickle``.
+    """
+    with path.open("rb") as fh:
+        kind = sniff(fh.read(64))
+    if kind != "safetensors" and not expect_weights:
+        return None
+    try:
+        check_weights_file(path, allow_pickle=True)
+    except NotWeightsError as err:
+        return err.why
+    return None
+
+
+def broken_at_source(label: str, source: str, why: str, moved: Path) -> str:
+    """The message for a file that downloaded intact but cannot be used as weights."""
+    return (f"{label} from {source} is not usable weights: {why}. Its sha256 matches what the source lists, so "
+            f"downloading it again gives the same bytes: the file is broken at the source. It was moved to {moved} "
+            "and not recorded. Point the card at another revision, file or url (or add a `mirrors:` entry), or "
+            "ask the model's author for a fixed file.")

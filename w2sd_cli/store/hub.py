@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from w2sd_cli.cards import ModelRef
 from w2sd_cli.errors import DownloadError, ModelError, OfflineError
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
+SAFE_ETAG = re.compile(r"^[0-9A-Za-z_-][0-9A-Za-z._-]{0,127}$")
+PARTIAL_SUFFIX = ".w2sd-partial"
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ def resolve(ref: ModelRef, revision: str | None = None) -> tuple[str, list[Remot
     from huggingface_hub.hf_api import RepoFile
 
     assert ref.repo_id is not None
+    check_ref(ref)
     api = HfApi()
     revision = revision or ref.revision or "main"
     with hub_errors(ref):
@@ -71,10 +75,23 @@ def resolve(ref: ModelRef, revision: str | None = None) -> tuple[str, list[Remot
         tree = api.list_repo_tree(ref.repo_id, path_in_repo=ref.subfolder or None, revision=commit, recursive=True)
         files = [RemoteFile(f.path, f.size, f.lfs.sha256 if f.lfs else None)
                  for f in tree if isinstance(f, RepoFile) and wanted(ref, f.path)]
+    if not COMMIT.match(commit):
+        raise DownloadError(f"The Hub answered {describe(ref)} with commit {commit[:60]!r}, not a 40-hex sha; check "
+                            "HF_ENDPOINT.")
+    for remote in files:
+        check_relative(remote.path, f"The Hub listed a file of {describe(ref)} at")
     if not files:
         raise ModelError(f"{describe(ref)} has no files matching the card (subfolder {ref.subfolder!r}, filename "
                          f"{ref.filename!r}, allow_patterns {ref.allow_patterns}); fix the card.")
     return commit, sorted(files, key=lambda f: f.path)
+
+
+def check_ref(ref: ModelRef) -> None:
+    """Refuse a card whose ``subfolder`` or ``filename`` would leave the repository's folder."""
+    for field in ("subfolder", "filename"):
+        value = getattr(ref, field)
+        if value:
+            check_relative(value.strip("/") if field == "subfolder" else value, f"The card's {field}")
 
 
 def cached_file(repo_id: str, path: str, revision: str) -> Path | None:
@@ -105,6 +122,7 @@ def local_snapshot(ref: ModelRef) -> Path | None:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     assert ref.repo_id is not None
+    check_ref(ref)
     revision = ref.revision or "main"
     if ref.filename:
         path = "/".join(p for p in (ref.subfolder, ref.filename) if p)
@@ -119,30 +137,161 @@ def local_snapshot(ref: ModelRef) -> Path | None:
 
 
 def download(ref: ModelRef, commit: str, files: list[RemoteFile],
-             progress: Callable[[dict[str, Any]], None] | None = None) -> Path:
-    """Download ``files`` of ``ref`` at ``commit`` (cached ones are reused as they are); returns the snapshot."""
-    from huggingface_hub import hf_hub_download
+             progress: Callable[[dict[str, Any]], None] | None = None, workers: int = 1,
+             slots: threading.Semaphore | None = None) -> Path:
+    """Download ``files`` of ``ref`` at ``commit`` (cached ones are reused as they are); returns the snapshot.
+
+    Files are fetched by w2sd's resumable downloader into the standard HF cache layout, ``workers`` at a
+    time (and never more than ``slots`` allows across a whole pull). A cut, a full disk, Ctrl-C or a killed
+    process keeps ``blobs/<etag>.w2sd-partial``, and the next run resumes it with ``Range``.
+    """
+    from concurrent.futures import ThreadPoolExecutor
 
     assert ref.repo_id is not None
-    root: Path | None = None
-    for remote in files:
-        with hub_errors(ref):
-            got = Path(hf_hub_download(ref.repo_id, remote.path, revision=commit,
-                                       tqdm_class=_relay(progress, remote.path, remote.size)))
-        root = snapshot_root(got, remote.path)
-        if progress:
-            size = got.stat().st_size
-            progress({"file": remote.path, "bytes_done": size, "bytes_total": size, "status": "done"})
-    assert root is not None
+    repo_id = ref.repo_id
+    root = snapshot_dir(repo_id, commit)
+
+    def one(remote: RemoteFile) -> None:
+        if slots is None:
+            return _download_file(ref, repo_id, commit, remote, progress)
+        with slots:
+            return _download_file(ref, repo_id, commit, remote, progress)
+
+    if workers <= 1 or len(files) <= 1:
+        for remote in files:
+            one(remote)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for future in [pool.submit(one, remote) for remote in files]:
+                future.result()
     return root
+
+
+def repo_folder(repo_id: str) -> Path:
+    """``models--org--name`` in the HF cache: huggingface_hub's documented cache layout."""
+    return cache_dir() / ("models--" + repo_id.replace("/", "--"))
+
+
+def snapshot_dir(repo_id: str, commit: str) -> Path:
+    return repo_folder(repo_id) / "snapshots" / commit
+
+
+def partial_path(repo_id: str, etag: str) -> Path:
+    """Where w2sd keeps the resumable partial download of one Hub blob."""
+    return repo_folder(repo_id) / "blobs" / f"{etag}{PARTIAL_SUFFIX}"
+
+
+def _download_file(ref: ModelRef, repo_id: str, commit: str, remote: RemoteFile,
+                   progress: Callable[[dict[str, Any]], None] | None) -> None:
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    from w2sd_cli.store import contain
+    from w2sd_cli.store.fetch import download_to_part
+    from w2sd_cli.store.layout import file_lock, quarantine, record_verified, sha256_file
+    from w2sd_cli.store.plan import check_free
+    from w2sd_cli.store.safety import WEIGHT_SUFFIXES
+
+    if cached_file(repo_id, remote.path, commit):
+        return
+    url = hf_hub_url(repo_id, remote.path, revision=commit)
+    with hub_errors(ref):
+        meta = get_hf_file_metadata(url, timeout=_timeout())
+    etag = meta.etag or remote.sha256
+    if not etag or not SAFE_ETAG.match(etag):
+        raise DownloadError(f"The Hub gave no usable ETag for {remote.path} of {describe(ref)}; w2sd cannot place "
+                            "it in the HF cache. Try again later, or check HF_ENDPOINT.")
+    size = remote.size if remote.size is not None else meta.size
+    blob = repo_folder(repo_id) / "blobs" / etag
+    link = snapshot_dir(repo_id, commit) / remote.path
+    with file_lock(cache_dir() / ".locks" / repo_folder(repo_id).name / f"{etag}.lock"):
+        if not blob.exists():
+            part = partial_path(repo_id, etag)
+            part.parent.mkdir(parents=True, exist_ok=True)
+            have = part.stat().st_size if part.exists() else 0
+            check_free(part.parent, (size or 0) - have, f"Downloading {remote.path} of {describe(ref)}")
+            weights = Path(remote.path).suffix.lower() in WEIGHT_SUFFIXES
+            download_to_part(url, part, size, progress, remote.path, hub_auth(url), weights=weights)
+            if remote.sha256:
+                digest = sha256_file(part, _verifying(progress, remote.path, part.stat().st_size))
+                if digest != remote.sha256:
+                    moved = quarantine(part, "mismatch")
+                    raise ModelError(f"{remote.path} of {describe(ref)} arrived with sha256 {digest}, but the Hub "
+                                     f"lists {remote.sha256}. It was moved to {moved}; run the same command again "
+                                     "to download it afresh.")
+            contain.move(part, blob)
+            if remote.sha256:
+                record_verified(blob, remote.sha256)
+        _link(link, blob)
+    if progress:
+        done = blob.stat().st_size
+        progress({"file": remote.path, "bytes_done": done, "bytes_total": done, "status": "done"})
+
+
+def _link(link: Path, blob: Path) -> None:
+    """Point the snapshot entry ``link`` at ``blob`` with a relative link, as huggingface_hub does."""
+    from w2sd_cli.store import contain
+
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        if os.path.realpath(link) == os.path.realpath(blob):
+            return
+        contain.remove(link)
+    try:
+        os.symlink(os.path.relpath(blob, link.parent), link)
+    except OSError:  # no symlinks (some Windows setups): a hard link or a copy, like huggingface_hub
+        try:
+            os.link(blob, link)
+        except OSError:
+            import shutil
+
+            shutil.copyfile(blob, link)
+
+
+def hub_auth(url: str) -> Any:
+    """The user's HF token for the Hub endpoint's own origin (never the storage hosts it redirects to)."""
+    from huggingface_hub import get_token
+
+    from w2sd_cli.store.fetch import Auth, may_carry_token, origin
+
+    token = get_token()
+    if not token or not may_carry_token(url):
+        return None
+    return Auth(origin(url), f"Bearer {token}")
+
+
+def _verifying(progress: Callable[[dict[str, Any]], None] | None, name: str,
+               size: int) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    return lambda done: progress({"file": name, "bytes_done": done, "bytes_total": size, "status": "verifying"})
+
+
+def _timeout() -> float:
+    from w2sd_cli.store.settings import download_timeout
+
+    return download_timeout()
+
+
+def check_relative(path: str, what: str) -> None:
+    """Refuse a repo path that could leave its folder (``..``, absolute, backslashes, empty parts)."""
+    parts = path.split("/")
+    if not path or path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts) or \
+            re.match(r"^[A-Za-z]:", path) or "\0" in path:
+        raise ModelError(f"{what} {path!r} would leave the repository's folder (absolute, `..` or empty parts); "
+                         "w2sd downloads nothing for it. Fix the card (or, for a Hub listing, report the repo).")
 
 
 @contextmanager
 def hub_errors(ref: ModelRef) -> Iterator[None]:
-    """Turn huggingface_hub and network errors into w2sd errors that say what to do."""
+    """Turn huggingface_hub and network errors into w2sd errors that say what to do (its log lines muted)."""
+    import logging
+
     from huggingface_hub import errors as hf
 
     name = describe(ref)
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
     try:
         yield
     except hf.OfflineModeIsEnabled:
@@ -169,6 +318,8 @@ def hub_errors(ref: ModelRef) -> Iterator[None]:
             raise DownloadError(f"Cannot reach the Hub for {name} ({type(err).__name__}). Check your connection "
                                 "(or HF_ENDPOINT), then run the same command again; finished files are kept.") from None
         raise
+    finally:
+        logger.setLevel(level)
 
 
 def _os_error(name: str, err: OSError) -> DownloadError:
@@ -176,30 +327,9 @@ def _os_error(name: str, err: OSError) -> DownloadError:
 
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return DownloadError(f"The disk holding the HF cache ({cache_dir()}) filled up while downloading {name}. "
-                             "Files already finished are kept; free space and run the same command again.")
-    return DownloadError(f"Downloading {name} failed: {err}. Run the same command again; finished files are kept.")
+                             "Finished files and the partial one are kept; free space and run the same command "
+                             "again: it resumes.")
+    from w2sd_cli.store.redact import scrub
 
-
-def _relay(progress: Callable[[dict[str, Any]], None] | None, label: str, size: int | None) -> type:
-    """A tqdm-shaped class that forwards huggingface_hub's byte counts to ``progress``."""
-
-    class Relay:
-        def __init__(self, *args: Any, total: int | None = None, initial: int = 0, **kwargs: Any) -> None:
-            self.n = initial
-            self.total = total or size
-
-        def update(self, n: int | None = 1) -> None:
-            self.n += n or 0
-            if progress:
-                progress({"file": label, "bytes_done": self.n, "bytes_total": self.total, "status": "downloading"})
-
-        def close(self) -> None:
-            return None
-
-        def __enter__(self) -> Relay:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-    return Relay
+    return DownloadError(f"Downloading {name} failed: {scrub(str(err.strerror or err))}. Run the same command "
+                         "again; finished files and partial downloads are kept and resumed.")

@@ -23,9 +23,10 @@ from typing import Any
 from w2sd_cli.errors import DownloadError
 from w2sd_cli.files import write_text_atomic
 from w2sd_cli.paths import home
+from w2sd_cli.store.settings import lock_timeout
 
 CHUNK = 1024 * 1024
-LOCK_WAIT_S = float(os.environ.get("W2SD_LOCK_TIMEOUT", "3600"))
+LOCK_WAIT_S: float | None = None  # tests may set it; otherwise W2SD_LOCK_TIMEOUT (default 1 h)
 
 
 def store_dir() -> Path:
@@ -57,22 +58,30 @@ def find_blob(sha256: str) -> Path | None:
     return files[0] if files else None
 
 
-@contextlib.contextmanager
-def blob_lock(name: str) -> Iterator[None]:
+def blob_lock(name: str) -> contextlib.AbstractContextManager[None]:
     """Hold the file lock named ``name``; a lock left by a dead process is free (the OS drops it)."""
+    return file_lock(store_dir() / "locks" / f"{name}.lock")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold the file lock at ``path``, waiting up to ``W2SD_LOCK_TIMEOUT`` for another process."""
     import filelock
 
-    path = store_dir() / "locks" / f"{name}.lock"
+    wait = LOCK_WAIT_S if LOCK_WAIT_S is not None else lock_timeout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(path), timeout=LOCK_WAIT_S)
+    lock = filelock.FileLock(str(path), timeout=wait)
     try:
-        with lock:
-            yield
+        lock.acquire()
     except filelock.Timeout:
         raise DownloadError(
-            f"Another w2sd process has held the lock {path} for over {LOCK_WAIT_S:.0f} s. If no other w2sd is "
-            "running, delete that file and retry."
+            f"Another process has held the lock {path} for over {wait:.0f} s (W2SD_LOCK_TIMEOUT). If no other "
+            "w2sd or huggingface_hub download is running, delete that file and retry."
         ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
@@ -103,18 +112,22 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def quarantine(path: Path, label: str) -> Path:
-    """Move a file that failed verification aside (same filesystem, so nothing is copied)."""
+    """Move a file that failed verification aside (same filesystem, so nothing is copied).
+
+    Only a file inside w2sd's managed folders is moved (``contain``); anything else is a ``ModelError``.
+    """
+    from w2sd_cli.store import contain
+
     target_dir = quarantine_dir()
     target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{label}-{path.name}"
+    target = target_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{label}-{path.name}"
     try:
-        os.replace(path, target)
+        return contain.move(path, target)
     except OSError as err:
         if err.errno != errno.EXDEV:
             raise
-        target = path.with_name(f"{path.name}.w2sd-quarantined")  # another disk (the HF cache): never copy GBs
-        os.replace(path, target)
-    return target
+        real = Path(os.path.realpath(path))  # another disk (the HF cache): never copy GBs
+        return contain.move(path, real.with_name(f"{real.name}.w2sd-quarantined"))
 
 
 def hash_verified(path: Path, progress: Callable[[int], None] | None = None) -> str:

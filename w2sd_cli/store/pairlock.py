@@ -39,7 +39,8 @@ def entry(pair: str, key: str, ref: ModelRef) -> dict[str, Any] | None:
     return found if isinstance(found, dict) and found.get("ref") == ref_digest(ref) else None
 
 
-def record(pair: str, key: str, ref: ModelRef, commit: str | None, files: dict[str, dict[str, Any]]) -> None:
+def record(pair: str, key: str, ref: ModelRef, commit: str | None, files: dict[str, dict[str, Any]],
+           source: str | None = None) -> None:
     """Write (or replace) the entry for model ``key`` of ``pair``.
 
     Args:
@@ -48,20 +49,32 @@ def record(pair: str, key: str, ref: ModelRef, commit: str | None, files: dict[s
         ref: the card's reference (its source fields are digested, so later edits are noticed).
         commit: the resolved Hub commit, or ``None`` for URL and local sources.
         files: ``{relative path: {"sha256", "size"}}`` for every file of the model.
+        source: where the bytes came from when it was a mirror (default: ``ref``'s own source).
     """
     with blob_lock(f"pair-{pair}"):
         data = read_lock(pair)
         data.update({"schema": 1, "pair": pair})
-        data.setdefault("models", {})[key] = {"ref": ref_digest(ref), "source": _source(ref), "commit": commit,
+        data.setdefault("models", {})[key] = {"ref": ref_digest(ref), "source": source or source_of(ref),
+                                              "commit": commit,
                                               "files": files}
         write_json_atomic(lock_path(pair), data)
 
 
-def _source(ref: ModelRef) -> str:
-    if ref.repo_id:
-        return f"hf:{ref.repo_id}" + (f"@{ref.revision}" if ref.revision else "")
-    if ref.url:
-        from w2sd_cli.store.fetch import redact
+def forget(pair: str, key: str) -> None:
+    """Drop the entry for model ``key`` of ``pair`` (its files turned out unusable)."""
+    with blob_lock(f"pair-{pair}"):
+        data = read_lock(pair)
+        if isinstance(data.get("models"), dict) and data["models"].pop(key, None) is not None:
+            write_json_atomic(lock_path(pair), data)
 
-        return redact(ref.url)
+
+def source_of(ref: ModelRef) -> str:
+    """A source's short, secret-free name as the lock file records it."""
+    if ref.repo_id:
+        where = "/".join(p for p in (ref.repo_id, ref.subfolder, ref.filename) if p)
+        return f"hf:{where}" + (f"@{ref.revision}" if ref.revision else "")
+    if ref.url:
+        from w2sd_cli.store.redact import redact_url
+
+        return redact_url(ref.url)
     return f"path:{ref.path}"

@@ -10,8 +10,9 @@ from pathlib import Path
 from w2sd_cli.cards import ModelRef, PairCard
 from w2sd_cli.errors import DownloadError, ModelError, suggest
 from w2sd_cli.store import hub, pairlock
-from w2sd_cli.store.fetch import redact
+from w2sd_cli.store.fetch import file_label, redact
 from w2sd_cli.store.layout import find_blob, part_path, store_dir
+from w2sd_cli.store.settings import min_free_bytes
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def check_free(folder: Path, need: int, what: str) -> None:
         return
     folder = _existing(folder)
     free = shutil.disk_usage(folder).free
-    reserve = int(float(os.environ.get("W2SD_MIN_FREE_MB", "256")) * 2**20)
+    reserve = min_free_bytes()
     if need + reserve > free:
         raise DownloadError(
             f"{what} needs {human(need)} more on the disk holding {folder}, but only {human(free)} is free (w2sd "
@@ -126,7 +127,7 @@ def plan_model(pair: str, key: str, ref: ModelRef, *, offline: bool) -> PlannedM
     if ref.url:
         assert ref.sha256 is not None
         part = part_path(ref.sha256)
-        name = Path(redact(ref.url)).name or ref.sha256[:12]
+        name = file_label(ref.url, ref.sha256[:12])
         done = find_blob(ref.sha256) is not None
         partial = 0 if done or not part.exists() else part.stat().st_size
         files: tuple[PlannedFile, ...] = (PlannedFile(name, ref.size, done, ref.sha256, partial),)
@@ -141,6 +142,7 @@ def plan_model(pair: str, key: str, ref: ModelRef, *, offline: bool) -> PlannedM
 
 def _plan_hub(pair: str, key: str, ref: ModelRef, offline: bool) -> PlannedModel:
     assert ref.repo_id is not None
+    hub.check_ref(ref)
     recorded = pairlock.entry(pair, key, ref)
     commit = recorded["commit"] if recorded else None
     source = f"hf:{hub.describe(ref)}"
@@ -154,9 +156,17 @@ def _plan_hub(pair: str, key: str, ref: ModelRef, offline: bool) -> PlannedModel
                       for rel, p in files_under(hub.result_path(ref, root)).items()) if root else ()
         return PlannedModel(key, ref, source, None, found or (PlannedFile(source, None, False),), hub.cache_dir())
     commit, remotes = hub.resolve(ref, commit)
-    files = tuple(PlannedFile(r.path, r.size, hub.cached_file(ref.repo_id, r.path, commit) is not None, r.sha256)
-                  for r in remotes)
+    files = tuple(PlannedFile(r.path, r.size, hub.cached_file(ref.repo_id, r.path, commit) is not None, r.sha256,
+                              _hub_partial(ref.repo_id, r.sha256)) for r in remotes)
     return PlannedModel(key, ref, source, commit, files, hub.cache_dir(), tuple(remotes))
+
+
+def _hub_partial(repo_id: str, sha256: str | None) -> int:
+    """Bytes a resumable partial download of a Hub LFS file already holds (its etag is its sha256)."""
+    if not sha256:
+        return 0
+    part = hub.partial_path(repo_id, sha256)
+    return part.stat().st_size if part.exists() else 0
 
 
 def files_under(path: Path) -> dict[str, Path]:

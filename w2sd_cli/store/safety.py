@@ -21,6 +21,15 @@ MAX_HEADER = 100 * 1024 * 1024  # the safetensors reference implementation's own
 SNIFF_BYTES = 64
 
 
+class NotWeightsError(ModelError):
+    """A file that cannot be loaded as weights; ``why`` says what it is instead."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(_not_weights(path, why))
+        self.path = path
+        self.why = why
+
+
 def sniff(head: bytes) -> Format:
     """The format a file (or response body) starting with ``head`` claims to be.
 
@@ -51,20 +60,20 @@ def safetensors_header(path: Path) -> dict[str, Any]:
     with path.open("rb") as fh:
         raw = fh.read(8)
         if len(raw) < 8:
-            raise ModelError(_not_weights(path, "it is shorter than a safetensors header"))
+            raise NotWeightsError(path, "it is shorter than a safetensors header")
         (length,) = struct.unpack("<Q", raw)
         if length > min(MAX_HEADER, size - 8):
-            raise ModelError(_not_weights(path, f"its header claims {length} bytes in a {size}-byte file"))
+            raise NotWeightsError(path, f"its header claims {length} bytes in a {size}-byte file")
         try:
             header = json.loads(fh.read(length))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ModelError(_not_weights(path, f"its safetensors header is not valid JSON ({err})")) from None
+            raise NotWeightsError(path, f"its safetensors header is not valid JSON ({err})") from None
     if not isinstance(header, dict):
-        raise ModelError(_not_weights(path, "its safetensors header is not a JSON object"))
+        raise NotWeightsError(path, "its safetensors header is not a JSON object")
     end = 8 + length + max((int(v["data_offsets"][1]) for k, v in header.items()
                             if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v), default=0)
     if end > size:
-        raise ModelError(_not_weights(path, f"its tensors need {end} bytes but the file has {size} (truncated?)"))
+        raise NotWeightsError(path, f"its tensors need {end} bytes but the file has {size} (truncated?)")
     return header
 
 
@@ -93,7 +102,7 @@ def check_weights_file(path: Path, allow_pickle: bool = False) -> Literal["safet
         return "pickle"
     reasons = {"html": "it is an HTML page (a login or error page?)", "json": "it is a JSON document (an error "
                "message from the server?)", "unknown": "it is neither safetensors nor a pickle checkpoint"}
-    raise ModelError(_not_weights(path, reasons[kind]))
+    raise NotWeightsError(path, reasons[kind])
 
 
 def load_pickle_checkpoint(path: Path) -> Any:
@@ -114,5 +123,7 @@ def load_pickle_checkpoint(path: Path) -> Any:
 
 
 def _not_weights(path: Path, why: str) -> str:
-    return (f"{path} is not a usable weights file: {why}. Delete it (or run `w2sd cache prune`) and pull again; "
-            "if it came from civitai, check that the model needs no login (set CIVITAI_TOKEN).")
+    return (f"{path} is not a usable weights file: {why}. w2sd will not load it. If it was downloaded, run "
+            "`w2sd pull` for its pair: a damaged copy is moved aside and fetched again, and a file that is broken "
+            "at its source is named as such (then point the card at another source or mirror). If it came from "
+            "civitai, check that the model needs no login (set CIVITAI_TOKEN).")

@@ -253,8 +253,8 @@ class _ClipMetric:
 
     def clip(self) -> Clip:
         card = self.card()
-        return _load_clip(self.loader, card.model_dump_json(by_alias=True), self.options.device,
-                          self.options.allow_pickle, self.options.offline, self.options.dtype)
+        return _load_clip(self.loader, card.model_dump_json(by_alias=True, context={"secrets": True}),
+                          self.options.device, self.options.allow_pickle, self.options.offline, self.options.dtype)
 
     def score(self, images: Sequence[Any], prompts: Sequence[str]) -> list[dict[str, float]]:
         return self.score_and_embed(images, prompts)[0]
@@ -300,7 +300,8 @@ class Aesthetic(_ClipMetric):
     summary = "LAION aesthetic predictor v2 (sac+logos+ava1 linear MLP on CLIP ViT-L/14; pickle: --allow-pickle)"
 
     def values(self, clip: Clip, image: Any, text: Any) -> Any:
-        head = _load_head(self.card().model_dump_json(by_alias=True), self.options.allow_pickle, self.options.offline)
+        head = _load_head(self.card().model_dump_json(by_alias=True, context={"secrets": True}),
+                          self.options.allow_pickle, self.options.offline)
         return head(image.cpu())
 
     def score_and_embed(self, images: Sequence[Any], prompts: Sequence[str]) -> tuple[list[dict[str, float]], Any]:
