@@ -61,7 +61,9 @@ class AnalyticKind(PairKind):
 
         from w2sd_cli.analytic import MixtureEps, MixtureVelocity
         from w2sd_cli.sampling import FlowSchedule, VPSchedule
+        from w2sd_cli.threads import limit_threads_for_small_work
 
+        limit_threads_for_small_work("cpu")  # issue 11 item 10; the lead moves this to the engine's loading
         mixtures = self.mixtures(card)
         steps, samples, dim = request.steps or 50, request.samples or 20_000, mixtures["ideal"].dim
         schedule: Any

@@ -214,7 +214,10 @@ def load_model(folder: Path) -> ToyModel:
     """Load (once per process) the toy model in ``folder``."""
     import torch
 
+    from w2sd_cli.threads import limit_threads_for_small_work
+
     torch.set_grad_enabled(False)
+    limit_threads_for_small_work("cpu")  # issue 11 item 10; the lead moves this to the engine's loading
     return ToyModel(folder)
 
 
