@@ -7,6 +7,7 @@ generator and the batch is stacked, so an output depends only on its seed whatev
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from w2sd_cli.cards import PairCard
 from w2sd_cli.errors import InputError, Interrupted, ModelError
 from w2sd_cli.kinds.base import Condition, LoadedPair, LoadSettings, PairKind, PreparedPair, Settings
 from w2sd_cli.methods import get_method
+from w2sd_cli.threads import small_work_threads
 
 if TYPE_CHECKING:
     from w2sd_cli.sampling import Callback
@@ -115,8 +117,9 @@ class Engine:
         runner = get_method(method)
         started = time.perf_counter()
         x = torch.cat([prepared.noise(seed) for seed in seeds])
+        threads = small_work_threads("cpu") if self.kind.small else contextlib.nullcontext()
         try:
-            with torch.inference_mode():
+            with threads, torch.inference_mode():
                 result = runner.run(prepared, x, settings, _tagged(observer, method, seeds))
                 if not bool(torch.isfinite(result.x).all()):
                     raise ModelError(f"{method} seed {_seeds_text(seeds)}: the sample became NaN/inf. In float16 try "

@@ -33,18 +33,26 @@ class Schedule(Protocol):
 
 @dataclass(frozen=True)
 class VPSchedule:
-    """Variance-preserving diffusion with eps-prediction and deterministic DDIM (eta = 0) steps.
+    """Variance-preserving diffusion with eps- or v-prediction and deterministic DDIM (eta = 0) steps.
 
     Args:
         alphas_cumprod: ``ā`` for each training timestep (any float dtype; kept in float64).
         final_alpha_cumprod: ``ā`` of the clean end, level ``-1`` (diffusers' ``set_alpha_to_one``).
         clip_x0: clamp the predicted x0 to ``[-clip_x0, clip_x0]`` (diffusers' ``clip_sample``);
             needed by under-trained pixel-space models, breaks exact invertibility.
+        prediction: what the denoisers stepped with this schedule return: ``epsilon`` or ``v_prediction``.
+            v keeps the step finite where ā = 0 (the first level of a zero-terminal-SNR schedule), where eps
+            equals x and says nothing about x0.
     """
 
     alphas_cumprod: Tensor
     final_alpha_cumprod: float = 1.0
     clip_x0: float | None = None
+    prediction: str = "epsilon"
+
+    def __post_init__(self) -> None:
+        if self.prediction not in ("epsilon", "v_prediction"):
+            raise ValueError(f"prediction must be 'epsilon' or 'v_prediction', got {self.prediction!r}")
 
     @classmethod
     def linear(cls, beta_start: float = 1e-4, beta_end: float = 0.02, steps: int = 1000,
@@ -69,7 +77,11 @@ class VPSchedule:
     def step(self, x: Tensor, prediction: Tensor, t_from: Level, t_to: Level) -> Tensor:
         """DDIM (eta 0) from ``t_from`` to ``t_to``; with ``t_to > t_from`` this is the exact DDIM inversion."""
         a_from, a_to = self.alpha_bar(t_from), self.alpha_bar(t_to)
-        x0 = (x - math.sqrt(1.0 - a_from) * prediction) / math.sqrt(a_from)
+        if self.prediction == "v_prediction":
+            x0 = math.sqrt(a_from) * x - math.sqrt(1.0 - a_from) * prediction
+            prediction = eps_from_v(x, prediction, a_from)
+        else:
+            x0 = (x - math.sqrt(1.0 - a_from) * prediction) / math.sqrt(a_from)
         if self.clip_x0 is not None:
             x0 = x0.clamp(-self.clip_x0, self.clip_x0)
             prediction = (x - math.sqrt(a_from) * x0) / math.sqrt(1.0 - a_from)
@@ -115,6 +127,16 @@ def eps_from_v(x: Tensor, v: Tensor, alpha_bar: float) -> Tensor:
 def eps_from_x0(x: Tensor, x0: Tensor, alpha_bar: float) -> Tensor:
     """eps from an x0-prediction: eps = (x - sqrt(ā) x0) / sqrt(1 - ā)."""
     return (x - math.sqrt(alpha_bar) * x0) / math.sqrt(1.0 - alpha_bar)
+
+
+def v_from_eps(x: Tensor, eps: Tensor, alpha_bar: float) -> Tensor:
+    """v from an eps-prediction: v = (eps - sqrt(1 - ā) x) / sqrt(ā) (undefined where ā = 0)."""
+    return (eps - math.sqrt(1.0 - alpha_bar) * x) / math.sqrt(alpha_bar)
+
+
+def v_from_x0(x: Tensor, x0: Tensor, alpha_bar: float) -> Tensor:
+    """v from an x0-prediction: v = (sqrt(ā) x - x0) / sqrt(1 - ā)."""
+    return (math.sqrt(alpha_bar) * x - x0) / math.sqrt(1.0 - alpha_bar)
 
 
 @dataclass

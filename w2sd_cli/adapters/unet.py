@@ -6,6 +6,7 @@ any other scale runs both branches in one batch-2 call.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from w2sd_cli.sampling import Level, VPSchedule, eps_from_v, eps_from_x0
+from w2sd_cli.errors import ModelError
+from w2sd_cli.sampling import Level, VPSchedule, eps_from_v, eps_from_x0, v_from_eps, v_from_x0
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class CFGDenoiser:
 
     Args:
         network: the raw network call.
-        schedule: the VP schedule (to convert v or x0 predictions to eps).
+        schedule: the VP schedule; predictions are converted to what it steps with (eps or v).
         cond, uncond: conditioning of the two branches (``uncond`` unused at CFG 1).
         cfg: the guidance scale.
         prediction_type: ``epsilon``, ``v_prediction`` or ``sample``.
@@ -101,7 +103,17 @@ class CFGDenoiser:
         out = self.network(net_x, timestep, cond.to_batch(x.shape[0])).to(x.dtype)
         if self.learned_sigma:
             out = out[:, : x.shape[1]]
-        a = self.schedule.alpha_bar(t)
+        return self._convert(x, out, self.schedule.alpha_bar(t))
+
+    def _convert(self, x: Tensor, out: Tensor, a: float) -> Tensor:
+        """The network's prediction in the schedule's terms (eps or v)."""
+        if getattr(self.schedule, "prediction", "epsilon") == "v_prediction":
+            if self.prediction_type == "epsilon":
+                if a == 0.0:
+                    raise ModelError("an eps-predicting network cannot be sampled where ā = 0 (a zero-terminal-SNR "
+                                     "schedule's first level); pair it with models of its own schedule.")
+                return v_from_eps(x, out, a)
+            return v_from_x0(x, out, a) if self.prediction_type == "sample" else out
         if self.prediction_type == "v_prediction":
             return eps_from_v(x, out, a)
         if self.prediction_type == "sample":
@@ -109,29 +121,85 @@ class CFGDenoiser:
         return out
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+LEARNED_VARIANCE = ("learned", "learned_range")
+SPACINGS = ("leading", "trailing", "linspace")
+
+
 def schedule_from_config(config: dict[str, Any]) -> VPSchedule:
-    """The VP schedule of a diffusers scheduler config (DDPM/DDIM/PNDM/Euler... share these keys)."""
-    n = int(config.get("num_train_timesteps", 1000))
-    start, end = float(config.get("beta_start", 1e-4)), float(config.get("beta_end", 0.02))
-    kind = config.get("beta_schedule", "linear")
-    if config.get("trained_betas"):
-        betas = torch.tensor(config["trained_betas"], dtype=torch.float64)
-    elif kind == "linear":
-        betas = torch.linspace(start, end, n, dtype=torch.float64)
-    elif kind == "scaled_linear":
-        betas = torch.linspace(start**0.5, end**0.5, n, dtype=torch.float64) ** 2
-    elif kind == "squaredcos_cap_v2":
-        steps = torch.arange(n + 1, dtype=torch.float64) / n
-        f = torch.cos((steps + 0.008) / 1.008 * torch.pi / 2) ** 2
-        betas = torch.clamp(1 - f[1:] / f[:-1], max=0.999)
-    else:
-        raise ValueError(f"unsupported beta_schedule {kind!r}")
-    alphas_cumprod = torch.cumprod(1.0 - betas, 0)
-    final = 1.0 if config.get("set_alpha_to_one", True) else float(alphas_cumprod[0])
-    clip = float(config.get("clip_sample_range", 1.0)) if config.get("clip_sample", False) else None
-    return VPSchedule(alphas_cumprod, final_alpha_cumprod=final, clip_x0=clip)
+    """The VP schedule of a model's diffusers scheduler config, as diffusers' own classes read it.
+
+    The class named by ``_class_name`` (DDIM when absent or unknown) gives the betas, so its ``beta_schedule``,
+    ``trained_betas`` and ``rescale_betas_zero_snr`` apply, and ``clip_sample`` (off for classes that never clip);
+    w2sd samples with DDIM, so ``DDIMScheduler.from_config`` over those betas gives ā and the clean end
+    (``set_alpha_to_one``). A zero-terminal-SNR schedule ends at ā = 0 exactly; v- and x0-predicting models are
+    then stepped in v, which stays finite there.
+
+    Raises:
+        ModelError: a setting w2sd cannot honour (``thresholding``, a prediction type other than eps, v or x0,
+            a learned variance, a scheduler with no betas such as flow matching).
+    """
+    named, ddim = _schedulers(config)
+    prediction = str(ddim.config.prediction_type)
+    clip = float(named.config.get("clip_sample_range", 1.0)) if named.config.get("clip_sample", False) else None
+    return VPSchedule(ddim.alphas_cumprod.to(torch.float64), final_alpha_cumprod=float(ddim.final_alpha_cumprod),
+                      clip_x0=clip, prediction="epsilon" if prediction == "epsilon" else "v_prediction")
 
 
 def grid_from_config(schedule: VPSchedule, config: dict[str, Any], steps: int) -> list[Level]:
-    """DDIM levels for ``steps`` with the config's ``timestep_spacing`` and ``steps_offset``."""
-    return schedule.timesteps(steps, config.get("timestep_spacing", "leading"), int(config.get("steps_offset", 0)))
+    """DDIM's levels for ``steps``: ``DDIMScheduler.set_timesteps`` of the config (spacing, offset), then -1.
+
+    Raises:
+        ModelError: the grid cannot be sampled (a level past the schedule; an eps model asked to start at ā = 0).
+    """
+    ddim = _schedulers(config)[1]
+    if not 0 < steps <= schedule.num_train_timesteps:
+        raise ModelError(f"steps must be in 1..{schedule.num_train_timesteps} for this model, got {steps}.")
+    spacing = ddim.config.timestep_spacing
+    if spacing not in SPACINGS:
+        raise ModelError(f"scheduler config: `timestep_spacing: {json.dumps(spacing)}` is not supported; DDIM knows "
+                         f"{', '.join(SPACINGS)}.")
+    ddim.set_timesteps(steps)
+    grid = [float(t) for t in ddim.timesteps.tolist()]
+    if grid[0] >= schedule.num_train_timesteps:
+        raise ModelError(f"scheduler config: {steps} steps with `steps_offset: {ddim.config.steps_offset}` reach "
+                         f"timestep {int(grid[0])}, past the model's last ({schedule.num_train_timesteps - 1}); "
+                         "use fewer steps.")
+    if schedule.prediction == "epsilon" and schedule.alpha_bar(grid[0]) == 0.0:
+        raise ModelError("scheduler config: an eps-predicting model with a zero-terminal-SNR schedule "
+                         "(`rescale_betas_zero_snr`) cannot start at timestep "
+                         f"{int(grid[0])}, where ā = 0 and eps says nothing about the image; use "
+                         "`timestep_spacing: leading`, or a v-prediction model.")
+    return [*grid, -1.0]
+
+
+def _schedulers(config: dict[str, Any]) -> tuple[Any, Any]:
+    """The class the config names and ``DDIMScheduler.from_config`` over its betas, after refusing what w2sd
+    cannot honour."""
+    import diffusers
+
+    name = config.get("_class_name")
+    cls = getattr(diffusers, name, None) if isinstance(name, str) else None
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
+        cls = diffusers.DDIMScheduler
+    what = f"scheduler config ({cls.__name__})"
+    for key, refused, why in (
+            ("thresholding", (True,), "dynamic thresholding rescales x0 per sample, which w2sd's sampler does not do"),
+            ("variance_type", LEARNED_VARIANCE, "the network predicts a variance too, which w2sd's UNet adapter "
+                                                "does not split off")):
+        if config.get(key) in refused:
+            raise ModelError(f"{what}: `{key}: {json.dumps(config[key])}` is not supported: {why}. Edit the model's "
+                             "scheduler/scheduler_config.json if the model does not need it.")
+    if config.get("prediction_type", "epsilon") not in PREDICTION_TYPES:
+        raise ModelError(f"{what}: `prediction_type: {json.dumps(config['prediction_type'])}` is not supported; w2sd "
+                         f"samples models that predict {', '.join(PREDICTION_TYPES)}.")
+    try:
+        named = cls.from_config(config)
+        betas = getattr(named, "betas", None)
+        if not isinstance(betas, torch.Tensor):
+            raise ModelError(f"{what}: this scheduler has no betas (a flow-matching model?); w2sd's UNet adapter "
+                             "needs a variance-preserving (DDPM/DDIM-type) noise schedule.")
+        ddim = diffusers.DDIMScheduler.from_config(config, trained_betas=betas.tolist(), rescale_betas_zero_snr=False)
+        return named, ddim
+    except (ValueError, NotImplementedError, TypeError) as err:
+        raise ModelError(f"{what}: {err}") from None

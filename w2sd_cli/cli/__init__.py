@@ -11,10 +11,6 @@ import sys
 from typing import Any
 
 import typer
-
-# typer vendors click: its exceptions and context are typer's own
-from typer._click.core import Context as _Context
-from typer._click.exceptions import ClickException as _ClickException
 from typer.core import TyperGroup
 
 from w2sd_cli import __version__
@@ -24,7 +20,7 @@ from w2sd_cli.errors import W2SDError
 class W2SDGroup(TyperGroup):
     """Maps every error to one paragraph and an exit code, in one place."""
 
-    def invoke(self, ctx: _Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # a typer.Context; the base class names the vendored click one (private)
         from w2sd_cli.cli.output import render_error
 
         try:
@@ -38,7 +34,7 @@ class W2SDGroup(TyperGroup):
             render_error("Interrupted: no partial output file was kept (a download keeps its partial file and "
                          "resumes). Run the same command again to carry on.")
             ctx.exit(130)
-        except (typer.Exit, typer.Abort, _ClickException):
+        except (typer.Exit, typer.Abort, typer.TyperException):  # usage errors are TyperExceptions
             raise
         except Exception as err:
             if os.environ.get("W2SD_DEBUG"):
@@ -60,7 +56,7 @@ def build_app() -> typer.Typer:
     from w2sd_cli.cli import gen, pairs, plugins
 
     app = typer.Typer(
-        name="w2sd", cls=W2SDGroup, no_args_is_help=True, add_completion=False,
+        name="w2sd", cls=W2SDGroup, no_args_is_help=True, add_completion=True,
         pretty_exceptions_enable=False, rich_markup_mode=None,
         help="Weak-to-strong diffusion with reflection: improve a strong diffusion model with a weak one.",
     )
@@ -98,4 +94,4 @@ def _register_optional(app: typer.Typer, module: str) -> None:
 def main() -> None:
     """Console-script entry point."""
     app = build_app()
-    sys.exit(app(standalone_mode=True))
+    sys.exit(app(prog_name="w2sd", standalone_mode=True))

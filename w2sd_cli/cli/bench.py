@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from w2sd_cli.cli.complete import metric_names
 from w2sd_cli.cli.options import Device, JsonFlag, Lambda, Offline, PairName, Steps
 from w2sd_cli.cli.progress import ObserverProgress
 
@@ -94,7 +95,8 @@ def bench(
 def evaluate(
     run_dir: Annotated[Path | None, typer.Argument(help="A run folder made by `w2sd bench`.")] = None,
     metric: Annotated[list[str] | None, typer.Option("--metric", "-m", help="Metric name (repeat for several); "
-                                                      "default: the model-free statistics.")] = None,
+                                                      "default: the model-free statistics.",
+                                                      autocompletion=metric_names)] = None,
     device: Device = "auto",
     dtype: Annotated[str | None, typer.Option("--dtype", help="float32, float16 or bfloat16.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per scoring call.")] = 8,
@@ -180,7 +182,8 @@ def check(
     prompts: Annotated[str | None, typer.Option("--prompts", help="Prompt set or file (default by kind).")] = None,
     count: Annotated[int, typer.Option("--count", min=1, help="Prompts (analytic pairs: seed groups).")] = 8,
     seed_count: Annotated[int, typer.Option("--seed-count", min=1, help="Seeds per prompt (0, 1, ...).")] = 2,
-    metric: Annotated[str | None, typer.Option("--metric", "-m", help="Metric (default by kind).")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", "-m", help="Metric (default by kind).",
+                                                    autocompletion=metric_names)] = None,
     key: Annotated[str | None, typer.Option("--key", help="Metric key (default: its primary one).")] = None,
     steps: Steps = None,
     samples: Annotated[int | None, typer.Option("--samples", min=1, help="Analytic pairs: samples per item.")] = None,

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from w2sd_cli.cli.complete import pair_names
 from w2sd_cli.cli.options import JsonFlag, Offline
 from w2sd_cli.cli.progress import DownloadProgress
 
@@ -33,8 +34,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(cache_app, name="cache")
 
 
-def pull(pairs: Annotated[list[str], typer.Argument(help="Pair names or aliases.")], dry_run: DryRun = False,
-         offline: Offline = False, json_output: JsonFlag = False) -> None:
+def pull(pairs: Annotated[list[str], typer.Argument(help="Pair names or aliases.", autocompletion=pair_names)],
+         dry_run: DryRun = False, offline: Offline = False, json_output: JsonFlag = False) -> None:
     """Download and verify every model of the pairs (resumable; checks free space first)."""
     from w2sd_cli import store
     from w2sd_cli.cli.output import err_console, print_json, styled

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from w2sd_cli.cli.complete import pair_names
 from w2sd_cli.cli.options import Device, JsonFlag, Lambda, Offline, Out, Seed, Steps
 
 
@@ -16,7 +17,8 @@ def register(app: typer.Typer) -> None:
 
 def gen(
     prompt: Annotated[str | None, typer.Argument(help="What to generate (a class name for class pairs).")] = None,
-    pair: Annotated[str | None, typer.Option("--pair", "-p", help="Pair name or alias (default: shapes).")] = None,
+    pair: Annotated[str | None, typer.Option("--pair", "-p", help="Pair name or alias (default: shapes).",
+                                             autocompletion=pair_names)] = None,
     seed: Seed = None,
     steps: Steps = None,
     lam: Lambda = None,

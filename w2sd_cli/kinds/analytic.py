@@ -33,6 +33,7 @@ class AnalyticKind(PairKind):
     options_model = AnalyticOptions
     output = "samples"
     conditioning = "none"
+    small = True
     gen_methods = ("weak", "strong", "w2sd", "extrapolate")
     compare_methods = gen_methods
 

@@ -219,6 +219,8 @@ class PairKind:
             (the condition is ignored; a bench grid has one empty prompt).
         gen_methods: what `w2sd gen` samples without ``--compare`` / ``--methods``.
         compare_methods: what ``--compare`` samples.
+        small: tiny networks on the CPU: sampled on one torch thread (``W2SD_THREADS`` overrides), since torch's
+            default threads collapse under load on small machines.
     """
 
     name: ClassVar[str]
@@ -226,6 +228,7 @@ class PairKind:
     output: ClassVar[Output] = "image"
     conditioning: ClassVar[Conditioning] = "text"
     options_model: ClassVar[type[BaseModel] | None] = None
+    small: ClassVar[bool] = False
     gen_methods: ClassVar[tuple[str, ...]] = ("w2sd",)
     compare_methods: ClassVar[tuple[str, ...]] = ("weak", "strong", "w2sd")
 

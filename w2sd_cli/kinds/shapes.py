@@ -38,6 +38,7 @@ class ToyUNetKind(PairKind):
     name = "toy-unet"
     summary = "small pixel-space text-to-image UNet pair shipped with w2sd (offline, seconds on CPU)"
     options_model = ToyOptions
+    small = True
 
     def check(self, card: PairCard) -> None:
         self.options(card)
