@@ -145,3 +145,20 @@ def test_zero_noise_shape_is_the_kinds(shapes: w2sd_cli.Pair) -> None:
     prepared = shapes.engine.prepare(shapes.condition("a red circle"))
     assert prepared.noise(7).shape == (1, 3, 32, 32)
     torch.testing.assert_close(prepared.noise(7), torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(7)))
+
+
+def test_a_bench_report_says_when_methods_coincide(tmp_path: Path) -> None:
+    from tests.bench_helpers import invoke_json
+
+    invoke_json("bench", "shapes", "--prompts", "shapes", "--limit", "1", "--seeds", "0", "--steps", "3",
+                "--methods", "strong,extrapolate,first-order", "--out", tmp_path)
+    lines = [json.loads(x) for x in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    by_method = {ln["method"]: ln for ln in lines}
+    assert by_method["first-order"]["same_as"] == "extrapolate"
+    with Image.open(tmp_path / by_method["first-order"]["file"]) as a, \
+            Image.open(tmp_path / by_method["extrapolate"]["file"]) as b:
+        assert a.tobytes() == b.tobytes()
+    assert by_method["first-order"]["nfe"] == by_method["extrapolate"]["nfe"] == 6
+    invoke_json("eval", tmp_path)
+    report = invoke_json("report", tmp_path, "--no-plots", "--no-html")
+    assert any("first-order equals extrapolate" in w for w in report["warnings"])

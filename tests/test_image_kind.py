@@ -149,6 +149,17 @@ def test_sdxl_checkpoint_and_guidance_pair_shares_components(models: dict[str, P
     assert len({pixels(p) for p in result.files[:3]}) == 3
 
 
+def test_a_guidance_pairs_weak_panel_is_its_weak_side_not_the_strong_one(models: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    data = card_dict("tiny-zsampling", {"base": {"path": str(models["sd"])}}, strong={"cfg": 5.5}, weak={"cfg": 0.0})
+    sides = resolve_sides(parse_card(data))
+    assert sides["weak_plain"].cfg == 0.0  # at the final CFG it would be the strong model itself
+    result = run(data, tmp_path, prompt="a fox", compare=True)
+    weak, strong = (pixels(p) for p in result.files[:2])
+    assert weak != strong
+    assert read_recipe(result.files[0])["sides"]["weak_plain"]["cfg"] == 0.0
+
+
 def test_prompt_pair_needs_and_uses_the_strong_prompt(models: dict[str, Path], tmp_path: Path) -> None:
     data = card_dict("tiny-prompt", {"base": {"path": str(models["sd"])}}, options={"needs_strong_prompt": True})
     with pytest.raises(InputError, match="--strong-prompt"):
@@ -313,6 +324,11 @@ def test_text_encoder_lora_scales_change_the_embeddings_once_per_scale(models: d
     result = run(data, tmp_path / "out", prompt="a fox", compare=True)
     # ("a fox", 0.8), ("", 0.8), ("a fox", -1.5), ("", -1.5): each computed once for all sides and methods
     assert result.summary["embeddings_computed"] == 4
+    # the paper's reference code encodes with the LoRA switched off: one embedding per prompt for every side
+    off = run({**data, "options": {"text_encoder_lora": False}}, tmp_path / "off", prompt="a fox", compare=True)
+    assert off.summary["embeddings_computed"] == 2
+    assert read_recipe(off.files[2])["sides"]["weak"]["text_encoder_lora"] is False
+    assert pixels(off.files[2]) != pixels(result.files[2])
 
     from w2sd_cli.adapters.lora import LoraScales
     from w2sd_cli.adapters.models import load_folder

@@ -88,14 +88,30 @@ def test_weak_side_is_the_same_network_routed_to_its_worst_experts(models: Path)
     t = torch.tensor([500.0])
     labels, null = torch.tensor([2]), torch.tensor([TINY.num_classes])
 
-    def guided(routing: Routing) -> torch.Tensor:
+    def guided(routing: Routing) -> torch.Tensor:  # upstream DiT: CFG on 3 of the 4 eps channels
         cond, uncond = net(x, t, labels, routing)[:, :4], net(x, t, null, routing)[:, :4]
-        return uncond + 1.5 * (cond - uncond)
+        return torch.cat([(uncond + 1.5 * (cond - uncond))[:, :3], cond[:, 3:]], dim=1)
 
     torch.testing.assert_close(prepared.strong(x, 500.0), guided(Routing("top")), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(prepared.weak(x, 500.0), guided(Routing("bottom")), atol=1e-5, rtol=1e-4)
     assert (prepared.strong(x, 500.0) - prepared.weak(x, 500.0)).abs().max() > 1e-4
-    assert prepared.grid == [750.0, 500.0, 250.0, 0.0, -1.0]
+    assert prepared.grid == [999.0, 666.0, 333.0, 0.0, -1.0]  # upstream's respaced grid (linspace)
+
+
+def test_defaults_reproduce_upstream_dit_and_the_old_ones_stay_options(models: Path) -> None:
+    card = parse_card(card_data(models))
+    pair = _pair(card)
+    grid = pair.engine.prepare(Condition(class_label=1), Settings.resolve(card, steps=50)).grid
+    assert grid[:3] == [999.0, 979.0, 958.0]
+    leading = parse_card(card_data(models, options={"architecture": "tiny", "timestep_spacing": "leading",
+                                                    "guided_channels": None}))
+    prepared = _pair(leading).engine.prepare(Condition(class_label=1), Settings.resolve(leading, steps=50))
+    assert prepared.grid[:2] == [980.0, 960.0] and getattr(prepared.final, "guided_channels", 0) is None
+
+
+def test_the_xl_preset_is_refused_with_the_reason(models: Path) -> None:
+    with pytest.raises(CardError, match="q/k normalisation"):
+        MoEExpertsKind().check(parse_card(card_data(models, options={"architecture": "DiT-MoE-XL/2-8E2A"})))
 
 
 def test_class_comes_from_the_class_option_or_the_prompt(models: Path) -> None:

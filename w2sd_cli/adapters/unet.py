@@ -69,6 +69,8 @@ class CFGDenoiser:
         prediction_type: ``epsilon``, ``v_prediction`` or ``sample``.
         dtype: the network's dtype; inputs are cast to it, outputs back to the latent's dtype.
         learned_sigma: the network outputs ``2·C`` channels (eps, variance); keep the eps half.
+        guided_channels: guide only the first N channels; the rest keep the conditional prediction (upstream
+            DiT's ``forward_with_cfg`` guides 3 of the 4 latent channels). ``None``: all channels.
     """
 
     network: Network
@@ -79,6 +81,7 @@ class CFGDenoiser:
     prediction_type: str = "epsilon"
     dtype: torch.dtype | None = None
     learned_sigma: bool = False
+    guided_channels: int | None = None
 
     @property
     def cost(self) -> float:
@@ -95,7 +98,11 @@ class CFGDenoiser:
         n = x.shape[0]
         both = self._eps(torch.cat([x, x]), t, self.uncond.to_batch(n).batch(self.cond.to_batch(n)))
         e_uncond, e_cond = both.chunk(2)
-        return e_uncond + self.cfg * (e_cond - e_uncond)
+        guided = e_uncond + self.cfg * (e_cond - e_uncond)
+        if self.guided_channels is None:
+            return guided
+        c = self.guided_channels
+        return torch.cat([guided[:, :c], e_cond[:, c:]], dim=1)
 
     def _eps(self, x: Tensor, t: Level, cond: Conditioning) -> Tensor:
         net_x = x.to(self.dtype) if self.dtype is not None else x

@@ -139,8 +139,20 @@ def analyse(run_dir: Path, baseline: str = BASELINE, seed: int = 0) -> Report:
                 row = _row(method, col, mine, base, directions[col], method != baseline, seed)
                 row.category = category
                 report.categories.append(row)
-    report.warnings = small_n_warnings(report)
+    report.warnings = small_n_warnings(report) + coincidence_notes(lines, methods)
     return report
+
+
+def coincidence_notes(lines: list[dict[str, Any]], methods: list[str]) -> list[str]:
+    """A note for each method that equals another for this pair (rendered once, same pixels and NFE)."""
+    notes = []
+    for method in methods:
+        mine = [ln for ln in lines if ln["method"] == method]
+        same = {ln.get("same_as") for ln in mine}
+        if mine and len(same) == 1 and (other := same.pop()) is not None:
+            notes.append(f"{method} equals {other} for this pair (its reflection sides are its final ones), so it "
+                         f"was rendered once and its rows repeat {other}'s; it is not an independent control here.")
+    return notes
 
 
 def small_n_warnings(report: Report) -> list[str]:

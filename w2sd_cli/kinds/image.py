@@ -25,6 +25,9 @@ class DiffusersOptions(Strict):
 
     needs_strong_prompt: bool = Field(False, description="prompt pairs: --strong-prompt is required")
     clip_skip: int = Field(0, ge=0, le=10, description="text-encoder layers to skip from the end")
+    text_encoder_lora: bool = Field(True, description="apply each side's LoRA scale to the text encoders that carry "
+                                    "the LoRA too (false: encode prompts with the LoRA switched off, as the paper's "
+                                    "reference code does)")
     config_from: dict[str, str] = Field({}, description="single-file model key -> diffusers model key with its configs")
     control_preprocess: Literal["auto", "canny", "none"] = "auto"
     canny_low: float = Field(100.0, ge=0)

@@ -113,6 +113,7 @@ class DiffusersPair:
             return grid_from_config(schedule, config, steps)
 
         described = {role: {**spec.as_dict(), "rendered_prompt": prompts[role], "width": width, "height": height,
+                            "text_encoder_lora": self.options.text_encoder_lora,
                             **({"adapter_scales": self.adapter_scales.get(role, {})} if self.adapter_scales else {})}
                      for role, spec in sides.items()}
         warnings = self._truncation_warnings(sides, prompts)
@@ -157,8 +158,10 @@ class DiffusersPair:
         else:
             scales = {adapter_name(spec.lora): spec.lora_scale} if spec.lora else {}
         unet_scales = {k: v for k, v in scales.items() if k in self.lora.adapters}
-        cond = encoder.encode(prompt, scales, size=size)
-        uncond = None if spec.cfg == 1.0 else encoder.encode(spec.negative_prompt, scales, negative=True, size=size)
+        text_scales = scales if self.options.text_encoder_lora else {k: 0.0 for k in scales}
+        cond = encoder.encode(prompt, text_scales, size=size)
+        uncond = None if spec.cfg == 1.0 else encoder.encode(spec.negative_prompt, text_scales, negative=True,
+                                                              size=size)
         extra = None
         if spec.control is not None and control is not None:
             extra = controlnet_residuals(self.controlnets[spec.control], control, spec.control_scale)

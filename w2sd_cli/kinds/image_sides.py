@@ -8,7 +8,8 @@ Pure data (no torch): the rules are the card format's documentation.
 - ``weak`` inherits the model, the negative prompt and, when it sets only ``lora_scale``, the LoRA;
   never the prompt template or the ControlNet (those are what a prompt or pipeline pair differs in).
 - Reflection CFG defaults to 1.0 on both sides; a LoRA named without a scale has scale 1.0.
-- The "plain weak" baseline is the weak side at the final CFG.
+- The "plain weak" baseline is the weak side at the final CFG, unless that would make it the final side itself
+  (a guidance pair, whose sides differ only in CFG): then it is the weak side as the card defines it.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def resolve_sides(card: PairCard, final_cfg: float | None = None) -> dict[str, S
     )
     for name, spec in (("strong", strong), ("weak", weak), ("final", final)):
         _check_formats(card, name, spec)
-    return {"strong": strong, "weak": weak, "final": final, "weak_plain": replace(weak, cfg=final.cfg)}
+    weak_plain = replace(weak, cfg=final.cfg)
+    return {"strong": strong, "weak": weak, "final": final, "weak_plain": weak if weak_plain == final else weak_plain}
 
 
 def render_prompt(template: str, prompt: str, strong_prompt: str | None, side: str) -> str:

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from w2sd_cli.moe.model import DiTMoE, Routing
 
 SIDES = ("strong", "weak", "final")
+UNSUPPORTED = {"DiT-MoE-XL/2-8E2A": "the published XL checkpoint uses attention with q/k normalisation and other key "
+                                    "names than w2sd's DiT-MoE, so it cannot be loaded; use DiT-MoE-S/2-8E2A (or "
+                                    "write a kind for the XL network as a plugin)."}
 DEFAULT_EXPERTS: dict[str, RoutingMode] = {"strong": "top", "weak": "bottom", "final": "top"}
 
 
@@ -39,7 +42,10 @@ class MoEOptions(Strict):
     beta_start: float = Field(1e-4, gt=0)
     beta_end: float = Field(0.02, gt=0, lt=1)
     train_steps: int = Field(1000, ge=1)
-    timestep_spacing: Literal["leading", "trailing", "linspace"] = "leading"
+    timestep_spacing: Literal["leading", "trailing", "linspace"] = Field(
+        "linspace", description="linspace = upstream DiT's respaced grid (999, 979, 958, ...); leading = 980, 960, ...")
+    guided_channels: int | None = Field(3, ge=1, description="CFG on the first N eps channels, the rest conditional "
+                                        "(upstream DiT guides 3 of 4); null guides all")
 
 
 class MoEExpertsKind(PairKind):
@@ -61,6 +67,8 @@ class MoEExpertsKind(PairKind):
             config = DiTMoEConfig.from_mapping(options.config, PRESETS[options.architecture])
         except (ValueError, TypeError) as err:
             raise CardError(f"pair {card.name!r}: options.config: {err}.") from None
+        if options.architecture in UNSUPPORTED:
+            raise CardError(f"pair {card.name!r}: {options.architecture}: {UNSUPPORTED[options.architecture]}")
         k = options.experts_per_token
         if k is not None and k > config.num_experts:
             raise CardError(f"pair {card.name!r}: experts_per_token {k} exceeds the {config.num_experts} experts.")
@@ -180,7 +188,8 @@ class MoEPair:
         labels = Conditioning(torch.tensor([label], device=device))
         null = Conditioning(torch.tensor([net.null_label], device=device))
         return CFGDenoiser(call, schedule, labels, null, _cfg(side.cfg if cfg is None else cfg),
-                           dtype=net.dtype, learned_sigma=net.config.learn_sigma)
+                           dtype=net.dtype, learned_sigma=net.config.learn_sigma,
+                           guided_channels=self.options.guided_channels)
 
 
 def _cfg(scale: float | None) -> float:
