@@ -54,3 +54,9 @@ def test_the_kind_works_in_bench_and_the_python_api(tmp_path: Path) -> None:
                                               "--out", str(tmp_path / "run"), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["complete"]
+    check = CliRunner().invoke(build_app(), ["pairs", "check", "ring", "--count", "4", "--seed-count", "1",
+                                             "--samples", "1000", "--steps", "20", "--json"])
+    assert check.exit_code == 0, check.output
+    verdict = json.loads(check.stdout)
+    assert verdict["metric"].startswith("mode-balance") and verdict["verdict"] == "better"
+    assert verdict["mean"] < verdict["baseline_mean"]  # lower KL to uniform
