@@ -61,6 +61,11 @@ def gen(
                                  strong_prompt=strong_prompt, negative_prompt=negative_prompt,
                                  control_image=control_image, class_label=class_label)
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    if chosen is not None:
+        from w2sd_cli.methods import get_method
+
+        for method in chosen:  # before any model loads
+            get_method(method)
     expected_digest = None
     if from_image is not None:
         pair, prompt, seed, chosen, knobs, expected_digest = _from_image(from_image)
