@@ -253,3 +253,48 @@ def test_errors_name_the_fix(models: dict[str, Path]) -> None:
         FlowKind().check(parse_card(flow_card("c", sd3, strong={"experts": "top"})))
     with pytest.raises(ModelError, match="mixes SD3 and FLUX"):
         load(flow_card("mix", {**sd3, "f": {"path": str(models["flux"])}}, weak={"model": "f"}))
+
+
+FLOW_CARDS = {"sd35-cfg": "sd3", "sd35-large-medium": "sd3", "flux-guidance": "flux", "flux-lora": "flux"}
+
+
+@pytest.mark.parametrize("name", FLOW_CARDS)
+def test_built_in_flow_cards_are_valid_new_pairs_and_name_source_and_licence(name: str) -> None:
+    from w2sd_cli.cards import load_card
+    from w2sd_cli.kinds.flow import resolve_flow_sides
+    from w2sd_cli.paths import registry_dir
+
+    card = load_card(registry_dir() / "pairs" / f"{name}.yaml")
+    kind = FlowKind()
+    kind.check(card)
+    assert card.kind == "flow" and card.source.notes and card.source.url
+    assert card.source.paper and "New pair" in card.source.paper and "says nothing" in card.source.paper
+    licence = card.source.licence or ""
+    assert "HF_TOKEN" in licence and "https://huggingface.co/" in licence
+    sides = resolve_flow_sides(card)
+    assert sides["strong"] != sides["weak"]
+    for key in kind.model_keys(card):
+        ref = card.models[key]
+        assert ref.repo_id and (ref.filename or ref.allow_patterns)
+        assert ref.filename or "transformer/*" in (ref.allow_patterns or [])
+    if FLOW_CARDS[name] == "flux":
+        assert sides["final"].guidance == 3.5 and sides["final"].cfg == 1.0  # distilled guidance: one call
+
+
+def test_pairs_list_shows_the_flow_cards(isolated_home: Path) -> None:
+    result = run_cli(["pairs", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    listed = {row["name"]: row for row in json.loads(result.output)["pairs"]}
+    assert {n: listed[n]["kind"] for n in FLOW_CARDS} == dict.fromkeys(FLOW_CARDS, "flow")
+
+
+def test_guidance_is_additive_card_digests_of_other_cards_do_not_change() -> None:
+    from w2sd_cli.cards import Side
+
+    assert "guidance" not in Side(cfg=2.0).model_dump() and Side(guidance=2.0).model_dump()["guidance"] == 2.0
+    data = flow_card("d", {"m": {"path": "/x"}}, strong={"cfg": 2.0})
+    with_guidance = flow_card("d", {"m": {"path": "/x"}}, strong={"cfg": 2.0, "guidance": 2.0})
+    assert parse_card(data).digest() != parse_card(with_guidance).digest()
+    assert parse_card(data).model_dump(mode="json", by_alias=True)["strong"] == {
+        "model": None, "lora": None, "lora_scale": None, "cfg": 2.0, "prompt": None, "negative_prompt": None,
+        "control": None, "control_scale": None, "experts": None, "mixture": None}
