@@ -298,3 +298,17 @@ def test_guidance_is_additive_card_digests_of_other_cards_do_not_change() -> Non
     assert parse_card(data).model_dump(mode="json", by_alias=True)["strong"] == {
         "model": None, "lora": None, "lora_scale": None, "cfg": 2.0, "prompt": None, "negative_prompt": None,
         "control": None, "control_scale": None, "experts": None, "mixture": None}
+
+
+def test_the_readme_flow_card_example_is_a_valid_card() -> None:
+    import re
+
+    import yaml
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Flow models"):]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None
+    card = parse_card(yaml.safe_load(block.group(1)))
+    FlowKind().check(card)
+    assert FlowKind().model_keys(card) == ["flux", "mine"]
