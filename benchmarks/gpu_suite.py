@@ -11,7 +11,10 @@ Ratios printed (each measured in this one run):
 - ``w2sd_over_plain``: W2SD's time over plain sampling's, against ``predicted`` (the batch-aware cost ratio);
 - ``reference_over_w2sd``: the reference loop's time over W2SD's (outputs checked equal);
 - ``images_per_s_batch4_over_batch1``: throughput gain from batching seeds (W2SD and plain);
-- ``peak_memory_gb``: peak CUDA memory of each run.
+- ``peak_memory_gb``: peak CUDA memory of each run;
+- ``flow``: the flow-pair figures of ``gpu_flow.py`` (a FLUX.1-dev-size transformer at 1024², bfloat16: W2SD over
+  plain against the NFE ratio, peak memory), after the SDXL figures and with the SDXL UNet freed.
+  ``--no-flow`` skips them, ``--flow-only`` runs only them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # this checkout's w2sd_cli, installed or not
 from bench_reflection import SCHEDULER, build, reference_loop, sync, w2sd_denoisers
 
 from w2sd_cli.adapters.unet import grid_from_config, schedule_from_config
@@ -51,7 +55,13 @@ def main() -> None:
     parser.add_argument("--size", default=None, help="sdxl (CUDA default) or tiny (CPU default)")
     parser.add_argument("--latent", type=int, default=None, help="latent side (default: 128 on CUDA, 16 on CPU)")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--no-flow", action="store_true", help="skip the FLUX-size flow figures")
+    parser.add_argument("--flow-only", action="store_true", help="only the FLUX-size flow figures")
     args = parser.parse_args()
+    if args.flow_only:
+        torch.set_grad_enabled(False)
+        report({"flow": flow_figures()}, args.json)
+        return
     import diffusers
 
     diffusers.utils.logging.set_verbosity_error()
@@ -106,12 +116,31 @@ def main() -> None:
         "peak_memory_gb": {"plain_batch1": round(one["plain_peak_gb"], 3), "w2sd_batch1": round(one["w2sd_peak_gb"], 3),
                            "reference_batch1": round(ref_gb, 3), "w2sd_batch4": round(four["w2sd_peak_gb"], 3)},
     })
-    print(json.dumps(figures, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+    if not args.no_flow:
+        del unet, strong, weak, final, cond, uncond, results, ours, plain, ref_x
+        if cuda:
+            torch.cuda.empty_cache()
+        figures["flow"] = flow_figures()
+    report(figures, args.json)
     tolerance = 2e-2 if dtype == torch.float16 else 1e-3
     if error > tolerance or batch_error > tolerance:
         raise SystemExit(f"outputs differ: reference {error:.2e}, batch 4 vs 1 {batch_error:.2e}")
+
+
+def flow_figures() -> dict[str, Any]:
+    """gpu_flow's figures, or the error that stopped them (the SDXL figures are printed either way)."""
+    try:
+        from gpu_flow import figures
+
+        return figures()
+    except Exception as err:  # a failed flow run must not lose the SDXL figures
+        return {"error": f"{type(err).__name__}: {err}"[:800]}
+
+
+def report(figures: dict[str, Any], path: str | None) -> None:
+    print(json.dumps(figures, indent=1))
+    if path:
+        Path(path).write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

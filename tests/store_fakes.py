@@ -45,6 +45,7 @@ class Fault:
     need_token: str | None = None  # 401 unless ``Authorization: Bearer <need_token>``
     hide_length: bool = False  # no Content-Length: the body ends when the connection closes
     times: int = 1
+    headers: dict[str, str] = field(default_factory=dict)  # sent with a ``status`` answer (e.g. X-Error-Code)
 
 
 @dataclass
@@ -163,6 +164,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(body).encode(), "application/json")
 
     def _resolve(self, repo_id: str, rev: str, file: str, head: bool) -> None:
+        queued = self.fake.faults.get(self.path.split("?")[0])
+        if queued and queued[0].status:  # a refused file (a gated repo) is refused before any LFS redirect
+            fault = self.fake.take_fault(self.path.split("?")[0])
+            assert fault is not None and fault.status is not None
+            return self._send(fault.status, fault.body, fault.content_type, fault.headers, head=head)
         repo = self.fake.repos.get(repo_id)
         if repo is None or rev not in ("main", repo.commit) or file not in repo.files:
             return self._send(404, b'{"error": "Entry not found"}', "application/json",
@@ -185,7 +191,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault and fault.redirect:
             return self._send(302, b"", "text/plain", {"Location": fault.redirect}, head=head)
         if fault and fault.status:
-            return self._send(fault.status, fault.body, fault.content_type, head=head)
+            return self._send(fault.status, fault.body, fault.content_type, fault.headers, head=head)
         if fault and fault.body:
             return self._send(200, fault.body, fault.content_type, head=head)
         start = 0

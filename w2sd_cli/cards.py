@@ -157,6 +157,16 @@ class Side(Strict):
     control_scale: float | None = None
     experts: Literal["top", "bottom", "random"] | None = None
     mixture: MixtureSpec | None = None
+    guidance: float | None = Field(None, ge=0, description="distilled guidance of a guidance-embedding model "
+                                   "(FLUX.1-dev), an input of its one network call; flow pairs only")
+
+    @model_serializer(mode="wrap")
+    def _without_unset_guidance(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """Sides without guidance dump (and digest) exactly as before the field existed."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("guidance") is None:
+            data.pop("guidance", None)
+        return data
 
 
 class Source(Strict):

@@ -297,10 +297,11 @@ def hub_errors(ref: ModelRef) -> Iterator[None]:
     except hf.OfflineModeIsEnabled:
         raise OfflineError(f"{name} is not in the HF cache and HF_HUB_OFFLINE=1 forbids downloading it. Unset "
                            "HF_HUB_OFFLINE and run `w2sd pull` for the pair.") from None
-    except hf.GatedRepoError:
-        raise DownloadError(f"{name} is gated: accept its licence on the Hub page, then set HF_TOKEN (or run "
-                            "`hf auth login`) and try again.") from None
-    except hf.RepositoryNotFoundError:
+    except hf.GatedRepoError as err:
+        raise DownloadError(gated_message(ref, _status(err))) from None
+    except hf.RepositoryNotFoundError as err:
+        if _status(err) in (401, 403):
+            raise DownloadError(gated_message(ref, _status(err), maybe=True)) from None
         raise DownloadError(f"{name}: the repository does not exist or is private; check the repo_id, or set "
                             "HF_TOKEN to a token that may read it.") from None
     except hf.RevisionNotFoundError:
@@ -308,7 +309,9 @@ def hub_errors(ref: ModelRef) -> Iterator[None]:
     except hf.RemoteEntryNotFoundError:
         raise DownloadError(f"{name}: a file the card names is not in the repository; fix the card.") from None
     except hf.HfHubHTTPError as err:
-        status = err.response.status_code if err.response is not None else "?"
+        status = _status(err) or "?"
+        if status in (401, 403):
+            raise DownloadError(gated_message(ref, status, maybe=True)) from None
         raise DownloadError(f"The Hub refused {name} (HTTP {status}). Try again later; for HTTP 401/403 set "
                             "HF_TOKEN.") from None
     except OSError as err:
@@ -320,6 +323,31 @@ def hub_errors(ref: ModelRef) -> Iterator[None]:
         raise
     finally:
         logger.setLevel(level)
+
+
+def gated_message(ref: ModelRef, status: int | None, maybe: bool = False) -> str:
+    """One paragraph for a refused gated repo (SD3.5, FLUX.1-dev): the page where the licence is accepted, and
+    HF_TOKEN."""
+    from huggingface_hub import constants, get_token
+
+    page = f"{constants.ENDPOINT.rstrip('/')}/{ref.repo_id}"
+    code = f" (HTTP {status})" if status else ""
+    first = (f"The Hub refused {describe(ref)}{code}; if the repository is gated (as SD3.5 and FLUX.1-dev are), "
+             if maybe else f"{describe(ref)} is gated{code}: ")
+    if get_token():
+        token = ("HF_TOKEN (or your `hf auth login` token) is set, so the Hub refused that token: accept the licence "
+                 "with the account the token belongs to, and check that the token may read gated repos (a "
+                 "fine-grained token needs \"read access to contents of all public gated repos you can access\").")
+    else:
+        token = (f"No token is set: make one at {constants.ENDPOINT.rstrip('/')}/settings/tokens and export it as "
+                 "HF_TOKEN (or run `hf auth login`).")
+    return (f"{first}its licence must be accepted before w2sd can download it. Open {page}, log in and accept the "
+            f"licence there. {token} Then run the same command again; finished files are kept.")
+
+
+def _status(err: Exception) -> int | None:
+    response = getattr(err, "response", None)
+    return int(response.status_code) if response is not None else None
 
 
 def _os_error(name: str, err: OSError) -> DownloadError:
