@@ -55,7 +55,7 @@ def from_pipelines(strong: Any, weak: Any, final: Any = None, *, strong_side: Si
     """
     from w2sd_cli.adapters.lora import LoraScales
     from w2sd_cli.kinds.image import DiffusersKind, DiffusersOptions
-    from w2sd_cli.kinds.image_session import DiffusersPair, _prompt_encoders, _unique
+    from w2sd_cli.kinds.image_session import DiffusersPair, prompt_encoders, unique
 
     pipes = {"strong": strong, "weak": weak, "final": final if final is not None else strong}
     knobs = {"strong": strong_side or SideKnobs(), "weak": weak_side or SideKnobs(), "final": final_side or SideKnobs()}
@@ -73,9 +73,9 @@ def from_pipelines(strong: Any, weak: Any, final: Any = None, *, strong_side: Si
     }, "from_pipelines")
     unet = models["strong"].unet
     device, dtype = unet.device, unet.dtype
-    lora = LoraScales.scan(_unique([c.unet for c in models.values()]))
+    lora = LoraScales.scan(unique([c.unet for c in models.values()]))
     options = DiffusersOptions()
-    encoders = _prompt_encoders(models, device, dtype, options.clip_skip)
+    encoders = prompt_encoders(models, device, dtype, options.clip_skip)
     scales = {role: dict(k.lora_scales or {}) for role, k in knobs.items()}
     scales["final"] = dict(knobs["final"].lora_scales if knobs["final"].lora_scales is not None else scales["strong"])
     scales["weak_plain"] = scales["weak"]

@@ -33,7 +33,7 @@ from w2sd_cli.cards import PairCard
 from w2sd_cli.errors import InputError, ModelError
 from w2sd_cli.kinds.base import Condition, LoadSettings, PreparedPair, Settings, model_path
 from w2sd_cli.kinds.flow import FlowSide, resolve_flow_sides
-from w2sd_cli.kinds.image_session import _lock_info, _lora_file, _quiet_libraries, _unique
+from w2sd_cli.kinds.image_session import lock_info, lora_file, quiet_libraries, unique
 from w2sd_cli.kinds.image_sides import check_size, render_prompt
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class FlowPair:
 
     @classmethod
     def open(cls, card: PairCard, options: FlowOptions, settings: LoadSettings) -> FlowPair:
-        _quiet_libraries()
+        quiet_libraries()
         device = pick_device(settings.device)
         dtype = flow_dtype(device, settings.dtype)
         sides = resolve_flow_sides(card)
@@ -67,13 +67,13 @@ class FlowPair:
         models = _load_models(card, sides, options, paths, dtype)
         shared = _share_identical(models)
         _load_loras(sides, models, paths)
-        transformers = _unique([m.transformer for m in models.values()])
+        transformers = unique([m.transformer for m in models.values()])
         for module in transformers:
             module.to(device)
-        for module in _unique([p for m in models.values() for p in (m.vae, *m.text_encoders) if p is not None]):
+        for module in unique([p for m in models.values() for p in (m.vae, *m.text_encoders) if p is not None]):
             module.to("cpu" if settings.offload else device)
         lora = LoraScales.scan(transformers)
-        encoders = _prompt_encoders(models, device, dtype, options, settings.offload)
+        encoders = prompt_encoders(models, device, dtype, options, settings.offload)
         pair = cls(card, options, device, dtype, models, encoders, lora, settings.offload, info, shared)
         for spec in sides.values():
             pair._check_guidance(spec)
@@ -81,7 +81,7 @@ class FlowPair:
 
     @property
     def embeddings_computed(self) -> int:
-        return sum(e.cached for e in _unique(list(self.encoders.values())))
+        return sum(e.cached for e in unique(list(self.encoders.values())))
 
     def prepare(self, condition: Condition, settings: Settings) -> PreparedPair:
         """The four velocity denoisers for one prompt, the flow grid of the final model, seeded noise."""
@@ -192,7 +192,7 @@ def _locate(card: PairCard, settings: LoadSettings, sides: dict[str, FlowSide], 
     for key in dict.fromkeys(keys):
         ref = card.models[key]
         paths[key] = model_path(card, key, settings)
-        info[key] = {**ref.model_dump(mode="json", exclude_none=True), **_lock_info(card, key, ref)}
+        info[key] = {**ref.model_dump(mode="json", exclude_none=True), **lock_info(card, key, ref)}
     return paths, info
 
 
@@ -218,9 +218,9 @@ def _load_models(card: PairCard, sides: dict[str, FlowSide], options: FlowOption
 def _share_identical(models: dict[str, FlowComponents]) -> int:
     """Later models reuse earlier models' VAE and text encoders where the weights are bit-identical."""
     shared = 0
-    unique = _unique(list(models.values()))
-    for i, model in enumerate(unique):
-        for earlier in unique[:i]:
+    distinct = unique(list(models.values()))
+    for i, model in enumerate(distinct):
+        for earlier in distinct[:i]:
             if model.vae is not earlier.vae and same_weights(model.vae, earlier.vae):
                 model.vae, shared = earlier.vae, shared + 1
             for j, encoder in enumerate(model.text_encoders):
@@ -236,13 +236,13 @@ def _load_loras(sides: dict[str, FlowSide], models: dict[str, FlowComponents], p
     for model_key, lora_key in dict.fromkeys((s.model, s.lora) for s in sides.values() if s.lora):
         assert lora_key is not None
         name = adapter_name(lora_key)
-        load_lora(models[model_key].container(), _lora_file(paths[lora_key]), name, models[model_key].transformer)
+        load_lora(models[model_key].container(), lora_file(paths[lora_key]), name, models[model_key].transformer)
         per_model.setdefault(model_key, []).append(name)
     for model_key, names in per_model.items():
         models[model_key].container().set_adapters(names, [1.0] * len(names))
 
 
-def _prompt_encoders(models: dict[str, FlowComponents], device: torch.device, dtype: torch.dtype,
+def prompt_encoders(models: dict[str, FlowComponents], device: torch.device, dtype: torch.dtype,
                      options: FlowOptions, offload: bool) -> dict[str, FlowPromptEncoder]:
     by_parts: dict[tuple[int, ...], FlowPromptEncoder] = {}
     encoders = {}

@@ -60,23 +60,23 @@ class DiffusersPair:
     @classmethod
     def open(cls, card: PairCard, options: DiffusersOptions, settings: LoadSettings) -> DiffusersPair:
         """Locate and load every model any side of the card uses."""
-        _quiet_libraries()
+        quiet_libraries()
         device = pick_device(settings.device)
         dtype = pick_dtype(device, settings.dtype)
         sides = resolve_sides(card)
         paths, info = _locate_all(card, settings, sides, options)
         models = _load_models(card, sides, options, paths, dtype)
-        shared = share_identical(_unique(list(models.values())))
+        shared = share_identical(unique(list(models.values())))
         _load_loras(sides, models, paths)
         controlnets = {s.control: load_controlnet(paths[s.control], dtype) for s in sides.values() if s.control}
         _place(models, controlnets, device, offload=settings.offload)
-        lora = LoraScales.scan(_unique([c.unet for c in models.values()]))
-        encoders = _prompt_encoders(models, device, dtype, options.clip_skip)
+        lora = LoraScales.scan(unique([c.unet for c in models.values()]))
+        encoders = prompt_encoders(models, device, dtype, options.clip_skip)
         return cls(card, options, device, dtype, models, encoders, lora, info, shared=shared, controlnets=controlnets)
 
     @property
     def embeddings_computed(self) -> int:
-        return sum(e.cached for e in _unique(list(self.encoders.values())))
+        return sum(e.cached for e in unique(list(self.encoders.values())))
 
     def prepare(self, condition: Condition, settings: Settings) -> PreparedPair:
         """The four denoisers for one prompt (embeddings computed before are reused)."""
@@ -197,11 +197,11 @@ def _locate_all(card: PairCard, settings: LoadSettings, sides: dict[str, SideSpe
     for key in dict.fromkeys(keys):
         ref = card.models[key]
         paths[key] = model_path(card, key, settings)
-        info[key] = {**ref.model_dump(mode="json", exclude_none=True), **_lock_info(card, key, ref)}
+        info[key] = {**ref.model_dump(mode="json", exclude_none=True), **lock_info(card, key, ref)}
     return paths, info
 
 
-def _lock_info(card: PairCard, key: str, ref: ModelRef) -> dict[str, Any]:
+def lock_info(card: PairCard, key: str, ref: ModelRef) -> dict[str, Any]:
     """The resolved commit and file hashes recorded in the pair's lock."""
     from w2sd_cli.store import pairlock
 
@@ -231,13 +231,13 @@ def _load_loras(sides: dict[str, SideSpec], models: dict[str, Components], paths
     for model_key, lora_key in wanted:
         assert lora_key is not None
         name = adapter_name(lora_key)
-        load_lora(models[model_key].container(), _lora_file(paths[lora_key]), name, models[model_key].unet)
+        load_lora(models[model_key].container(), lora_file(paths[lora_key]), name, models[model_key].unet)
         per_model.setdefault(model_key, []).append(name)
     for model_key, names in per_model.items():
         models[model_key].container().set_adapters(names, [1.0] * len(names))
 
 
-def _lora_file(path: Path) -> Path:
+def lora_file(path: Path) -> Path:
     if path.is_file():
         return _with_suffix(path)
     files = sorted(path.glob("*.safetensors"))
@@ -264,7 +264,7 @@ def _with_suffix(path: Path) -> Path:
     return link
 
 
-def _prompt_encoders(models: dict[str, Components], device: torch.device, dtype: torch.dtype,
+def prompt_encoders(models: dict[str, Components], device: torch.device, dtype: torch.dtype,
                      clip_skip: int) -> dict[str, PromptEncoder]:
     """One encoder (and embedding cache) per distinct set of text encoders."""
     by_parts: dict[tuple[int, ...], PromptEncoder] = {}
@@ -283,16 +283,16 @@ def _prompt_encoders(models: dict[str, Components], device: torch.device, dtype:
 def _place(models: dict[str, Components], controlnets: dict[str, Any], device: torch.device, offload: bool) -> None:
     """Move everything to ``device``; with ``offload`` (CUDA only) each model visits the GPU only while it runs."""
     if offload and device.type == "cuda":
-        for model in _unique(list(models.values())):
+        for model in unique(list(models.values())):
             model.container().enable_model_cpu_offload(device=device)
         modules = list(controlnets.values())
     else:
         modules = [*(m for c in models.values() for m in c.modules()), *controlnets.values()]
-    for module in _unique(modules):
+    for module in unique(modules):
         module.to(device)
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """diffusers and transformers print progress bars and advice; w2sd reports progress itself."""
     import diffusers
     import transformers
@@ -303,5 +303,5 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def _unique(items: list[Any]) -> list[Any]:
+def unique(items: list[Any]) -> list[Any]:
     return list({id(i): i for i in items}.values())
