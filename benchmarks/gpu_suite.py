@@ -131,7 +131,9 @@ def main() -> None:
             torch.cuda.empty_cache()
         figures["flow"] = flow_figures()
     report(figures, args.json)
-    tolerance = 1e-3 if dtype == torch.float32 else 2e-2  # relative RMS over the whole latent
+    # relative RMS over the whole latent after every step; on CUDA convolutions use TF32 even in float32
+    # (measured on an H200: 1.6e-3 in float32, 3.5e-3 in float16; 2e-6 on the CPU)
+    tolerance = 1e-3 if (dtype == torch.float32 and not cuda) else 2e-2
     if error_rms > tolerance or batch_error_rms > tolerance:
         raise SystemExit(f"outputs differ (relative RMS): reference {error_rms:.2e}, batch 4 vs 1 "
                          f"{batch_error_rms:.2e}")
