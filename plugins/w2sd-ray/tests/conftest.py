@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -42,6 +41,7 @@ def ray_local() -> Iterator[Any]:
 def ray_plugin(ray_local: Any) -> Iterator[Any]:
     """The plugin registered in-process (installed or not), with the session's Ray instance."""
     import w2sd_ray
+
     from w2sd_cli.testing import installed_plugin
 
     with installed_plugin(w2sd_ray, "ray"):

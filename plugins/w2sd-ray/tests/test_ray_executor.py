@@ -80,13 +80,14 @@ def test_the_entry_point_adds_the_ray_executor(tmp_path: Path, monkeypatch: pyte
 
 def test_unknown_or_bad_executor_options_are_refused_before_anything_runs(tmp_path: Path) -> None:
     import w2sd_ray
+
     from w2sd_cli.testing import installed_plugin
 
     with installed_plugin(w2sd_ray, "ray"):
         with pytest.raises(InputError, match=r"no option 'adress'\. Did you mean 'address'.*It takes: actors"):
             bench(BenchRequest(**GMM, out=tmp_path / "a", executor="ray", executor_options={"adress": "x"}))
         assert not (tmp_path / "a").exists()
-        with pytest.raises(InputError, match="local has no option 'actors'.*takes no options"):
+        with pytest.raises(InputError, match=r"local has no option 'actors'.*takes no options"):
             bench(BenchRequest(**GMM, out=tmp_path / "b", executor_options={"actors": "2"}))
         with pytest.raises(InputError, match="in-flight='none'"):
             bench(BenchRequest(**GMM, out=tmp_path / "c", executor="ray", executor_options={"in-flight": "none"}))

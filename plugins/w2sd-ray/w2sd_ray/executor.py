@@ -248,6 +248,7 @@ class _Run:
         """Take one finished call: an actor now ready, a batch to write, or an actor that died."""
         slot, generation, batch, attempts = self.pending.pop(ref)
         current = generation == slot.generation  # else the call went to an actor already replaced
+        fetching = time.perf_counter()
         try:
             value = self.ray.get(ref)
         except _death_errors(self.ray) as err:
@@ -270,6 +271,7 @@ class _Run:
                 _notify(self.observer, {"phase": "actor", "event": "ready", "actor": slot.index, **value})
             return
         slot.in_flight -= current
+        self.driver_seconds += time.perf_counter() - fetching  # moving and unpickling the result
         self._write(slot, batch, value, writer, context)
 
     def _write(self, slot: Slot, batch: list[WorkItem], value: dict[str, Any], writer: PartWriter,
