@@ -25,25 +25,32 @@ def fresh(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPa
     reset()
 
 
-@pytest.fixture(scope="session")
-def ray_local() -> Iterator[Any]:
-    """A Ray instance on this machine with 2 CPUs (so 2 CPU actors), shared by every test that needs one."""
+def start_local(ray: Any) -> None:
+    """A Ray instance on this machine with 2 CPUs (so 2 CPU actors), unless one is running."""
     import logging
 
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[Any]:
+    """Ray, with the local instance shared by every test that needs one (a test may swap it; see below)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    start_local(ray)
     yield ray
     ray.shutdown()
 
 
 @pytest.fixture
 def ray_plugin(ray_local: Any) -> Iterator[Any]:
-    """The plugin registered in-process (installed or not), with the session's Ray instance."""
+    """The plugin registered in-process (installed or not), with the session's Ray instance (started again
+    if a test replaced it with a cluster of its own)."""
     import w2sd_ray
 
     from w2sd_cli.testing import installed_plugin
 
+    start_local(ray_local)
     with installed_plugin(w2sd_ray, "ray"):
         yield ray_local
-

@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,44 @@ def test_an_interrupted_driver_resumes_and_leaves_no_actor_behind(ray_plugin: An
     assert len(again.extra["actors"]) == 1
     assert set(part_ids(tmp_path / "ray").values()) == {1}
     assert comparable(lines(tmp_path / "ray")) == comparable(lines(tmp_path / "local"))
+
+
+@pytest.fixture
+def one_cpu_cluster(ray_local: Any) -> Iterator[Any]:
+    """A head node with one CPU instead of the session's instance (``ray_plugin`` starts that again)."""
+    import logging
+
+    from ray.cluster_utils import Cluster
+
+    ray_local.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        ray_local.init(address=cluster.address, log_to_driver=False, logging_level=logging.WARNING)
+        yield cluster
+    finally:
+        ray_local.shutdown()
+        cluster.shutdown()
+
+
+def test_a_node_that_joins_mid_run_gets_an_actor(one_cpu_cluster: Any, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import w2sd_ray
+    import w2sd_ray.executor
+
+    from w2sd_cli.testing import installed_plugin
+
+    monkeypatch.setattr(w2sd_ray.executor, "GROW_EVERY", 0.5)
+    events: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        events.append(event)
+        if event.get("phase") == "item" and event.get("done") == 2:
+            one_cpu_cluster.add_node(num_cpus=1)
+
+    slow = {**GMM, "seeds": "0-11", "samples": 20000, "steps": 30}
+    with installed_plugin(w2sd_ray, "ray"):
+        outcome = bench(BenchRequest(**slow, out=tmp_path / "ray", executor="ray"), observe)
+    assert outcome.merged.complete and outcome.rendered == 24
+    assert [e["actor"] for e in events if e.get("event") == "added"] == [1]
+    assert len(outcome.extra["actors"]) == 2
+    assert set(part_ids(tmp_path / "ray").values()) == {1} and len(part_ids(tmp_path / "ray")) == 24

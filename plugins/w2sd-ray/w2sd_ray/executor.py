@@ -28,6 +28,8 @@ from w2sd_cli.outputs import sha256_of
 from w2sd_ray.worker import Fault, RenderWorker
 
 ADDRESS_ENV = "W2SD_RAY_ADDRESS"
+GROW_EVERY = 5.0
+"""Seconds between looks for free GPUs (or CPUs) to start more actors on."""
 OPTIONS = {
     "address": f"the Ray cluster (HOST:PORT, ray://HOST:10001 or auto); default ${ADDRESS_ENV}, then "
                "$RAY_ADDRESS, else a Ray instance started on this machine",
@@ -182,6 +184,7 @@ class _Run:
         self.driver_seconds = 0.0
         self.began = time.perf_counter()
         self.no_actor_since: float | None = None
+        self.grown_at = time.perf_counter()
 
     def drive(self, source: Iterator[list[WorkItem]]) -> tuple[int, int]:
         """Render every batch of ``source``; returns (rendered, failed)."""
@@ -202,6 +205,8 @@ class _Run:
                     ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=1.0)
                     for ref in ready:
                         self._collect(ref, writer, context)
+                    if not exhausted or self.retry:
+                        self._grow()
         finally:
             for slot in self.slots:
                 self.ray.kill(slot.handle, no_restart=True)
@@ -225,6 +230,19 @@ class _Run:
         slot.handle = self.actor_class.options(**self.per_actor).remote(self.shipped, self.fault)
         slot.ready, slot.in_flight, slot.started = False, 0, time.perf_counter()
         self.pending[slot.handle.ready.remote()] = (slot, slot.generation, None, 0)
+
+    def _grow(self) -> None:
+        """Every few seconds, add an actor when the cluster has a free GPU (or CPU) again, e.g. a node joined."""
+        now = time.perf_counter()
+        if now - self.grown_at < GROW_EVERY or not all(slot.ready for slot in self.slots):
+            return
+        self.grown_at = now
+        if self.settings.actors is not None and len(self.slots) >= self.settings.actors:
+            return
+        unit = "GPU" if "num_gpus" in self.per_actor else "CPU"
+        if self.ray.available_resources().get(unit, 0) >= 1:
+            self.slots.append(self._start(len(self.slots)))
+            _notify(self.observer, {"phase": "actor", "event": "added", "actor": len(self.slots) - 1})
 
     def _dispatch(self, source: Iterator[list[WorkItem]], exhausted: bool) -> bool:
         """Give each ready actor batches until it has ``in-flight`` of them; True once ``source`` is spent."""
