@@ -212,3 +212,17 @@ def test_a_node_that_joins_mid_run_gets_an_actor(one_cpu_cluster: Any, tmp_path:
     assert [e["actor"] for e in events if e.get("event") == "added"] == [1]
     assert len(outcome.extra["actors"]) == 2
     assert set(part_ids(tmp_path / "ray").values()) == {1} and len(part_ids(tmp_path / "ray")) == 24
+
+
+def test_a_pair_that_cannot_load_on_the_workers_stops_with_w2sds_own_error(ray_plugin: Any, tmp_path: Path) -> None:
+    from w2sd_cli.errors import ModelError
+
+    pairs = Path(os.environ["W2SD_HOME"]) / "pairs"
+    pairs.mkdir(parents=True, exist_ok=True)
+    (pairs / "gone.yaml").write_text(
+        "schema: 1\nname: gone\nkind: toy-unet\ndescription: shapes whose model folders are missing\n"
+        f"models:\n  strong: {{path: {tmp_path}/strong, format: toy}}\n  weak: {{path: {tmp_path}/weak, format: toy}}\n"
+        "strong: {model: strong}\nweak: {model: weak}\nfinal: {model: strong}\n", encoding="utf-8")
+    with pytest.raises(ModelError, match="no model at"):
+        bench(BenchRequest(pair="gone", prompts="shapes", limit=1, out=tmp_path / "run", executor="ray"))
+    assert not list((tmp_path / "run").glob("manifest.rank-*.jsonl")) or not part_ids(tmp_path / "run")
