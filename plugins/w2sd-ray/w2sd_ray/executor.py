@@ -199,8 +199,8 @@ class _Run:
             with PartWriter(part_path(self.job.run_dir, self.job.shard.rank)) as writer:
                 while True:
                     exhausted = self._dispatch(source, exhausted)
-                    if not self.pending:
-                        break
+                    if exhausted and not self.retry and all(b is None for _s, _g, b, _a in self.pending.values()):
+                        break  # every batch delivered: actors still loading are not waited for
                     self._check_alive()
                     ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=1.0)
                     for ref in ready:
