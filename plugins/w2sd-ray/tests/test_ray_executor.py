@@ -133,14 +133,25 @@ def test_a_worker_killed_mid_item_loses_nothing(ray_plugin: Any, tmp_path: Path)
 
     def observe(event: dict[str, Any]) -> None:
         events.append(event)
-        if event.get("phase") == "item" and event.get("done") == 8 and not any(e.get("signal") for e in events):
-            ready = [e for e in events if e.get("event") == "ready"]
-            events.append({"signal": ready[-1]["pid"]})
-            os.kill(ready[-1]["pid"], signal.SIGKILL)
+        if event.get("phase") == "item" and event.get("done", 0) >= 8 and not any(e.get("signal") for e in events):
+            running: dict[int, int] = {}  # actor slot -> pid of its live actor
+            for e in events:
+                if e.get("event") == "ready":
+                    running[e["actor"]] = e["pid"]
+                elif e.get("event") == "replaced":
+                    running.pop(e["actor"], None)
+            for pid in sorted(running.values(), reverse=True):
+                try:  # the faulty actor may be gone before its death is noticed: kill a live one
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                events.append({"signal": pid})
+                break
 
     with installed_plugin(_Faulty(victim, marker), "ray"):
         outcome = bench(BenchRequest(**GMM, out=tmp_path / "ray", executor="ray"), observe)
     assert marker.exists(), "the fault never fired"
+    assert any(e.get("signal") for e in events), "no actor was running to be killed"
     assert outcome.merged.complete and outcome.rendered == 12
     assert outcome.extra["requeued"] >= 2
     assert sum(a["replaced"] for a in outcome.extra["actors"]) >= 2
