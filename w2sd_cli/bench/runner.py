@@ -64,6 +64,8 @@ class BenchRequest:
     executor: str = "local"
     keep_going: bool = False
     batch_size: int = 1
+    executor_options: dict[str, str] = field(default_factory=dict)
+    """The executor's own settings (``--executor-option KEY=VALUE``), checked against its ``options``."""
 
 
 @dataclass
@@ -85,6 +87,8 @@ class BenchJob:
     keep_going: bool = False
     batch_size: int = 1
     engine: Any = None
+    options: dict[str, str] = field(default_factory=dict)
+    """The executor's own settings (``--executor-option KEY=VALUE``), keys among its ``options``."""
 
     def open_engine(self) -> Any:
         """The engine of this job's pair (loaded on first use, kept after)."""
@@ -114,7 +118,11 @@ class Executor(Protocol):
     """How a job's items are spread over processes or machines (hook ``register_executors``).
 
     ``execute`` must leave every finished item's output and manifest line in ``job.run_dir`` (by calling
-    ``run_share`` for each shard, wherever it runs) and return the merged state (``merge``).
+    ``run_share`` for each shard, wherever it runs, or ``render_batch`` on workers and writing what they
+    return) and return the merged state (``merge``). An executor may declare ``options`` (a mapping of
+    key to one line of help): ``--executor-option KEY=VALUE`` reaches it as ``job.options``, and keys it does
+    not declare are refused before anything runs. ``BenchOutcome.extra["summary"]`` lines are printed by
+    `w2sd bench`.
     """
 
     name: str
@@ -154,12 +162,36 @@ def bench(request: BenchRequest, observer: Observer | None = None,
 
         raise InputError(f"No executor {request.executor!r}.{suggest(request.executor, runners)} "
                          f"Installed: {', '.join(sorted(runners))}.")
+    check_options(runners[request.executor], request.executor_options)
     job = plan_job(request, registry)
+    job.options = dict(request.executor_options)
     try:
         return runners[request.executor].execute(job, observer)
     except KeyboardInterrupt:
         raise Interrupted("Interrupted: finished items are kept in the manifest; run the same command to resume.")\
             from None
+
+
+def parse_options(specs: Iterable[str]) -> dict[str, str]:
+    """``KEY=VALUE`` texts (``--executor-option``) as a mapping; a later key wins."""
+    options: dict[str, str] = {}
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--executor-option {spec!r}: write KEY=VALUE, e.g. --executor-option actors=2.")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def check_options(executor: Any, options: dict[str, str]) -> None:
+    """Refuse option keys the executor does not declare (its ``options`` mapping of key to help)."""
+    known: dict[str, str] = dict(getattr(executor, "options", None) or {})
+    for key in options:
+        if key not in known:
+            from w2sd_cli.errors import suggest
+
+            takes = f"It takes: {', '.join(sorted(known))}." if known else "It takes no options."
+            raise InputError(f"Executor {executor.name} has no option {key!r}.{suggest(key, known)} {takes}")
 
 
 def plan_job(request: BenchRequest, registry: PairRegistry | None = None) -> BenchJob:
@@ -274,7 +306,7 @@ def run_share(job: BenchJob, shard: Shard, observer: Observer | None = None) -> 
     ``W2SDError`` (a NaN sample, say) is logged to ``failures.rank-R.jsonl`` and retried by the next run.
     """
     grid = job.items
-    _remove_stale_temps(job.run_dir / "items", grid, shard)
+    remove_stale_temps(job.run_dir / "items", grid, shard)
     done = finished(job.run_dir)
     skipped = sum(1 for line in done.values()
                   if (at := grid.locate(line)) is not None and grid.owner(at, shard.world) == shard.rank)
@@ -294,7 +326,7 @@ def run_share(job: BenchJob, shard: Shard, observer: Observer | None = None) -> 
             labels = ", ".join(_label(i) for i in batch)
             _notify(observer, {"phase": "item", "done": done_count, "total": count, "label": labels})
             try:
-                lines = _render_batch(job, engine, batch, observer)
+                lines = render_batch(job, engine, batch, observer)
             except W2SDError as err:
                 if not job.keep_going:
                     raise
@@ -329,9 +361,13 @@ def batches(items: Iterable[WorkItem], size: int) -> Iterator[list[WorkItem]]:
     yield from (group for group in buffers.values() if group)
 
 
-def _render_batch(job: BenchJob, engine: Any, batch: list[WorkItem], observer: Observer | None
+def render_batch(job: BenchJob, engine: Any, batch: list[WorkItem], observer: Observer | None
                   ) -> list[dict[str, Any]]:
-    """Render one batch (one prompt and method, several seeds) through the engine; save each output."""
+    """Render one batch (one prompt and method, several seeds) through the engine; save each output.
+
+    Outputs go under ``job.run_dir`` (a worker may point it at a scratch folder and ship the files); the
+    returned manifest lines lack the context fields (versions, rank, world, host, warmup, finished_at).
+    """
     first = batch[0]
     condition = Condition(prompt=first.prompt.text)
     samples = engine.render(condition, [i.seed for i in batch], first.method, observer=_tagged(observer, first))
@@ -373,7 +409,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _remove_stale_temps(folder: Path, grid: Grid, shard: Shard) -> None:
+def remove_stale_temps(folder: Path, grid: Grid, shard: Shard) -> None:
     """Temporary files a killed run left for this shard's items (no other rank writes those names)."""
     if not folder.is_dir():
         return

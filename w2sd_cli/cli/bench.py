@@ -48,6 +48,9 @@ def bench(
     shard: Annotated[str | None, typer.Option("--shard", help="Take share i of N (i/N); default: from torchrun, "
                                               "accelerate or SLURM variables, else everything.")] = None,
     executor: Annotated[str, typer.Option("--executor", help="local, or one a plugin registers.")] = "local",
+    executor_option: Annotated[list[str] | None, typer.Option("--executor-option", "-X", help="KEY=VALUE for the "
+                                                              "executor (repeat), e.g. -X address=HOST:6379 "
+                                                              "with --executor ray.")] = None,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Log an item that fails (a NaN image, say) "
                                              "and go on; the next run retries it.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Seeds per network call (outputs "
@@ -58,7 +61,7 @@ def bench(
     json_output: JsonFlag = False,
 ) -> None:
     """Render a grid (prompts × seeds × methods) into a run folder; rerun to resume, shard to scale out."""
-    from w2sd_cli.bench.runner import BenchRequest
+    from w2sd_cli.bench.runner import BenchRequest, parse_options
     from w2sd_cli.bench.runner import bench as run_bench
     from w2sd_cli.cli.output import err_console, print_json
 
@@ -67,7 +70,8 @@ def bench(
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()), steps=steps, lam=lam, rounds=rounds,
         k=k, samples=samples, cfg=cfg, width=width, height=height, dtype=dtype, device=device,
         reference_interval=reference_interval, offline=offline, allow_pickle=allow_pickle, shard=shard,
-        executor=executor, keep_going=keep_going, batch_size=batch_size)
+        executor=executor, keep_going=keep_going, batch_size=batch_size,
+        executor_options=parse_options(executor_option or []))
     with ItemProgress(quiet=json_output) as progress:
         outcome = run_bench(request, progress.observe)
     merged = outcome.merged
@@ -76,6 +80,8 @@ def bench(
              "failed": outcome.failed,
              "done": merged.done, "total": merged.total, "complete": merged.complete, "seconds": outcome.seconds,
              "manifest": str(merged.path)}
+    if outcome.extra:
+        facts["executor"] = {"name": outcome.executor, **outcome.extra}
     if json_output:
         print_json(facts)
         return
@@ -83,6 +89,8 @@ def bench(
         if outcome.shard.world > 1 else ""
     err_console.print(f"rendered {outcome.rendered}, skipped {outcome.skipped} already done{where}; "
                       f"manifest {merged.done}/{merged.total} items: {merged.path}")
+    for line in outcome.extra.get("summary", []):
+        err_console.print(f"{outcome.executor}: {line}", markup=False)
     if outcome.failed:
         err_console.print(f"{outcome.failed} items failed (see {outcome.run_dir}/failures.rank-*.jsonl); "
                           "run the same command again to retry them.")
