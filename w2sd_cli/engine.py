@@ -92,9 +92,9 @@ class Engine:
         self.metric_names = list(card.metrics if metrics is None else metrics)
         self._prepared: tuple[Condition, Settings, PreparedPair] | None = None
         self._metrics: dict[str, Any] = {}
-        self._recent: dict[tuple[int, str], Sample] = {}
-        """Outputs of the current condition by (seed, method): a method that coincides with one rendered
-        already is copied, not rendered again."""
+        self._recent: dict[str, dict[int, Sample]] = {}
+        """The last batch of each method for the current condition, by seed: a method that coincides with one
+        rendered already is copied, not rendered again (bounded: methods × batch size)."""
 
     @property
     def output(self) -> str:
@@ -120,8 +120,9 @@ class Engine:
         prepared = self.prepare(condition, settings)
         runner = get_method(method)
         same_as = runner.same_as(prepared) if runner.same_as is not None else None
-        if same_as is not None and all((seed, same_as) in self._recent for seed in seeds):
-            return [self._copy(self._recent[(seed, same_as)], method, prepared, settings) for seed in seeds]
+        done = self._recent.get(same_as or "", {})
+        if same_as is not None and all(seed in done for seed in seeds):
+            return [self._copy(done[seed], method, prepared, settings) for seed in seeds]
         started = time.perf_counter()
         x = torch.cat([prepared.noise(seed) for seed in seeds])
         threads = small_work_threads("cpu") if self.kind.small else contextlib.nullcontext()
@@ -144,7 +145,7 @@ class Engine:
             samples.append(Sample(method, seed, condition, output, self.output, result.nfe, result.cost,
                                   round(seconds, 4), recipe, warnings=list(prepared.warnings), same_as=same_as))
         self.score(samples)
-        self._recent.update({(sample.seed, method): sample for sample in samples})
+        self._recent[method] = {sample.seed: sample for sample in samples}
         return samples
 
     def _copy(self, source: Sample, method: str, prepared: PreparedPair, settings: Settings) -> Sample:
