@@ -8,6 +8,7 @@ Compositions (colour, shape, position) in ``HELD_OUT`` never appear in training.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,8 @@ POSITION_PHRASES = {
     "bottom": "at the bottom",
     "centre": "in the centre",
 }
+SYNONYMS = {"center": "centre", "middle": "centre"}
+"""Words the tokenizer and the checker read as another caption word."""
 ANCHOR_OFFSET = 9
 """How far (pixels) a group's anchor sits from the image centre for left/right/top/bottom."""
 
@@ -189,3 +192,18 @@ def vocabulary() -> list[str]:
     for phrase in POSITION_PHRASES.values():
         words += phrase.split()
     return list(dict.fromkeys(words))
+
+
+def words(prompt: str) -> list[str]:
+    """The prompt's words as the pair reads them: lower case, punctuation as a space, synonyms replaced."""
+    return [SYNONYMS.get(w, w) for w in re.findall(r"\w+", prompt.lower())]
+
+
+def unknown_words(prompt: str) -> list[str]:
+    """The words of ``prompt`` the shapes pair does not know (its tokenizer reads them as ``<unk>``), once each.
+
+    ``unknown_words("a purple hexagon on the left")`` is ``["purple", "hexagon"]``; ``[]`` means the pair
+    and its checker understand every word.
+    """
+    known = set(vocabulary())
+    return list(dict.fromkeys(w for w in words(prompt) if w not in known))
