@@ -29,7 +29,8 @@ def write_model_card(out: Path, record: dict[str, Any], scores: dict[str, dict[s
         scores = checker_scores(out)
     n_items = 36 * 2
     history = record.get("loss_history", [])
-    shown = history[:: max(1, len(history) // 10)] + history[-1:]
+    shown = history[:: max(1, len(history) // 10)]
+    shown += [h for h in history[-1:] if h not in shown]
     loss_rows = "\n".join(f"| {h['step']} | {h['loss']:.4f} | {h['minutes']} |" for h in shown)
     score_rows = "\n".join(f"| {m} | " + " | ".join(f"{s[a]:.2f}" for a in ATTRIBUTES) + " |"
                            for m, s in scores.items())
@@ -44,11 +45,10 @@ on CPU with one thread. **strong** = the EMA at the end of training (step {recor
 ## Data ("shapes world", `w2sd_cli/toy/world.py`)
 32×32 RGB scenes rendered from a seed: one to three equal shapes ({', '.join(SHAPES)}; 7–9 px) in one colour
 ({', '.join(COLOURS)}) on a flat background {BACKGROUND}, grouped {', '.join(POSITIONS)}. Captions read
-"two red circles on the left" or "a blue square at the top"; a single shape is "a" in
-{round(100 * ARTICLE_SHARE)}% of training captions and "one" in the rest. In training 10% of captions are empty
-(for CFG), 15% leave the position out and 7% the colour. Scenes are rendered on the fly (batch b of step s uses
-scene seeds s·b … s·b+b−1), so no image repeats. Held out of training (never rendered there), 12 of 60
-compositions: {held}.
+"two red circles on the left" or "a blue square at the top" (a single shape is "a" in {round(100 * ARTICLE_SHARE)}% of
+training captions and "one" in the rest); in training 10% are empty (for CFG), 15% leave the position out and 7%
+the colour. Scenes are rendered on the fly (batch b of step s uses scene seeds s·b … s·b+b−1), so no image
+repeats. Held out of training (never rendered there), 12 of 60 compositions: {held}.
 
 ## Models
 - UNet: diffusers `UNet2DConditionModel`, channels {components.UNET_CONFIG['block_out_channels']}, one ResNet
