@@ -2,7 +2,8 @@
 
     OMP_NUM_THREADS=1 python benchmarks/bench_shapes.py --self-pair [--per-prompt 6] [--json out.json]
 
-Items: every held-out composition (12) at every count (3), ``--per-prompt`` seeds each, full captions.
+Items: every held-out composition (12) at every count (3), ``--per-prompt`` seeds each, full captions; a single
+shape is "a ..." on even seed indices and "one ..." on odd ones, and the count accuracy of each wording is shown.
 Accuracy intervals are 95% bootstrap intervals over items; "Δall vs strong" is a paired bootstrap.
 Diversity: captions that leave the position free ("two red circles"), ``--diversity-per-prompt`` seeds
 each; the normalised entropy of the detected position over seeds (1 = the five positions equally often,
@@ -30,7 +31,9 @@ ATTRIBUTES = ("colour", "count", "shape", "position", "all")
 
 
 def outcomes(result: MethodResult, attribute: str) -> np.ndarray:
-    """0/1 per item (all items name every attribute here)."""
+    """0/1 per item (all items are scorable and name every attribute here)."""
+    if not all(v["scorable"] for v in result.verdicts):
+        raise ValueError("an item's caption has words the shapes pair does not know")
     if attribute == "all":
         return np.array([float(v["all"]) for v in result.verdicts])
     return np.array([float(v["checks"][attribute]) for v in result.verdicts])
@@ -55,6 +58,15 @@ def diversity(result: MethodResult) -> dict[str, float]:
         distinct.append(len(set(positions) - {"none"}))
     return {"position_entropy": float(np.mean(entropies)), "distinct_positions": float(np.mean(distinct)),
             "all_named_correct": float(np.mean([v["all"] for v in result.verdicts]))}
+
+
+def single_shape_count(result: MethodResult) -> dict[str, float]:
+    """Count accuracy on single-shape captions, by how they say it ("a ..." or "one ...")."""
+    out = {}
+    for word in ("a", "one"):
+        hits = [v["checks"]["count"] for v in result.verdicts if v["prompt"].split()[0] == word]
+        out[word] = float(np.mean(hits)) if hits else float("nan")
+    return out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -85,6 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if strong_all is not None and method != "strong":
             diff = outcomes(result, "all") - strong_all
             row["delta_all_vs_strong"] = {"mean": float(diff.mean()), "ci95": bootstrap(diff, rng)}
+        row["single_shape_count"] = single_shape_count(result)
         row["diversity"] = diversity(free[method])
         report["methods"][method] = row
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -101,6 +114,10 @@ def markdown(report: dict[str, Any]) -> str:
         delta = row.get("delta_all_vs_strong")
         d = f"{delta['mean']:+.2f} [{delta['ci95'][0]:+.2f}, {delta['ci95'][1]:+.2f}]" if delta else "—"
         lines.append(f"| {method} | {row['nfe']} | " + " | ".join(cells) + f" | {d} | {row['seconds_per_image']:.3f} |")
+    lines += ["", "| method | count, \"a ...\" captions | count, \"one ...\" captions |", "|---|---|---|"]
+    for method, row in report["methods"].items():
+        single = row["single_shape_count"]
+        lines.append(f"| {method} | {single['a']:.2f} | {single['one']:.2f} |")
     lines += ["", "| method | position entropy (1 = even) | distinct positions / prompt | named attributes correct |",
               "|---|---|---|---|"]
     for method, row in report["methods"].items():

@@ -56,14 +56,39 @@ def test_parse_caption_reads_synonyms_and_leaves_unknowns_free() -> None:
     assert parse_caption("Two red circles on the left") == Request(2, "red", "circle", "left")
     assert parse_caption("a yellow triangle in the center") == Request(1, "yellow", "triangle", "centre")
     assert parse_caption("squares") == Request(None, None, "square", None)
+    assert parse_caption("an red circle") == parse_caption("one red circle") == Request(1, "red", "circle", None)
+
+
+def test_a_prompt_with_words_the_pair_does_not_know_is_unscorable_not_correct() -> None:
+    image = render(make_scene(1, "blue", "square", "top", 0))
+    assert verdict(image, "a blue square at the top")["all"]
+    v = verdict(image, "a purple hexagon")
+    assert v["scorable"] is False and v["unknown"] == ["purple", "hexagon"]
+    assert v["checks"] == {} and v["all"] is None and v["seen"]["count"] == 1
+    assert verdict(image, "2 blue squares")["unknown"] == ["2"]
+    ok = verdict(image, "A blue square, at the top.")
+    assert ok["scorable"] is True and ok["unknown"] == [] and ok["all"]
+
+
+def test_unscorable_items_are_counted_but_left_out_of_accuracy() -> None:
+    from w2sd_cli.toy.evaluate import MethodResult, accuracy
+
+    image = render(make_scene(1, "blue", "square", "top", 0))
+    prompts = ["a blue square at the top", "a red square at the top", "a purple hexagon", "a blue octagon"]
+    result = MethodResult(verdicts=[verdict(image, p) for p in prompts])
+    assert accuracy(result, "all") == 0.5 and accuracy(result, "colour") == 0.5 and accuracy(result, "shape") == 1.0
+    rows = ShapesChecker().score([image] * 4, prompts)
+    assert rows[2] == rows[3] == {"scorable": 0.0}
+    assert [r.get("all") for r in rows] == [1.0, 0.0, None, None]
+    assert [r["scorable"] for r in rows] == [1.0, 1.0, 0.0, 0.0]
 
 
 def test_metric_scores_each_image_and_is_registered() -> None:
     scenes = [make_scene(1, "blue", "square", "top", 0), make_scene(3, "green", "triangle", "bottom", 1)]
     images = [Image.fromarray(render(s)).resize((256, 256), Image.NEAREST) for s in scenes]
     rows = ShapesChecker().score(images, [caption(scenes[0]), "two green triangles"])
-    assert rows[0] == {"colour": 1.0, "count": 1.0, "shape": 1.0, "position": 1.0, "all": 1.0}
-    assert rows[1] == {"colour": 1.0, "count": 0.0, "shape": 1.0, "all": 0.0}
+    assert rows[0] == {"colour": 1.0, "count": 1.0, "shape": 1.0, "position": 1.0, "all": 1.0, "scorable": 1.0}
+    assert rows[1] == {"colour": 1.0, "count": 0.0, "shape": 1.0, "all": 0.0, "scorable": 1.0}
     with pytest.raises(ValueError):
         ShapesChecker().score(images, ["one"])
     from w2sd_cli.plugins import build_host

@@ -18,6 +18,8 @@ from w2sd_cli.toy.world import (
     render,
     sample_scene,
     training_caption,
+    unknown_words,
+    vocabulary,
 )
 
 
@@ -66,12 +68,41 @@ def test_captions_name_every_attribute_and_can_leave_some_out() -> None:
     scene = make_scene(2, "red", "circle", "left", 0)
     assert caption(scene) == "two red circles on the left"
     assert caption(scene, with_position=False) == "two red circles"
-    assert caption(make_scene(1, "blue", "triangle", "centre", 0)) == "one blue triangle in the centre"
     import random
 
     rng = random.Random(0)
     kinds = {training_caption(scene, rng) for _ in range(300)}
     assert kinds == {"", "two red circles", "two circles on the left", "two red circles on the left"}
+
+
+def test_a_single_shape_is_captioned_a_as_users_type_it_and_one_in_part_of_training() -> None:
+    scene = make_scene(1, "blue", "triangle", "centre", 0)
+    assert caption(scene) == "a blue triangle in the centre"
+    assert caption(scene, article=False) == "one blue triangle in the centre"
+    assert caption(scene, with_colour=False) == "a triangle in the centre"
+    import random
+
+    rng = random.Random(1)
+    full = [c for c in (training_caption(scene, rng) for _ in range(2000)) if c.endswith("blue triangle in the centre")]
+    share_a = sum(c.startswith("a ") for c in full) / len(full)
+    assert {c.split()[0] for c in full} == {"a", "one"} and 0.4 < share_a < 0.6
+
+
+def test_training_batches_say_a_and_one_and_only_words_the_tokenizer_knows() -> None:
+    from w2sd_cli.toy.train import batch
+
+    captions = [c for step in range(20) for c in batch(step, 32, 0)[1]]
+    first = {c.split()[0] for c in captions if c}
+    assert {"a", "one", "two", "three"} <= first
+    assert all(unknown_words(c) == [] for c in captions)
+    assert {"a", "an", "one"} <= set(vocabulary())
+
+
+def test_unknown_words_names_what_the_pair_cannot_read() -> None:
+    assert unknown_words("a purple hexagon on the left") == ["purple", "hexagon"]
+    assert unknown_words("A blue square, at the TOP.") == []
+    assert unknown_words("two red circles in the center") == []
+    assert unknown_words("2 red circles and 2 red circles") == ["2", "and"]
 
 
 def test_tokenizer_is_built_locally_and_reads_synonyms() -> None:
@@ -82,3 +113,5 @@ def test_tokenizer_is_built_locally_and_reads_synonyms() -> None:
     assert len(ids) == MAX_TOKENS
     assert tok.convert_ids_to_tokens(ids[:8]) == ["<bos>", "two", "red", "circles", "in", "the", "centre", "<eos>"]
     assert tok.convert_ids_to_tokens(tok("a purple blob").input_ids) == ["<bos>", "a", "<unk>", "<unk>", "<eos>"]
+    assert tok.convert_ids_to_tokens(tok("A blue square, at the top.").input_ids) == [
+        "<bos>", "a", "blue", "square", "at", "the", "top", "<eos>"]

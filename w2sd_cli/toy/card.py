@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from w2sd_cli.toy import components
-from w2sd_cli.toy.world import BACKGROUND, COLOURS, HELD_OUT, POSITIONS, SHAPES
+from w2sd_cli.toy.world import ARTICLE_SHARE, BACKGROUND, COLOURS, HELD_OUT, POSITIONS, SHAPES
 
 CARD_METHODS = ("weak", "strong", "w2sd")
 CARD_CFG = 1.5
@@ -29,22 +29,25 @@ def write_model_card(out: Path, record: dict[str, Any], scores: dict[str, dict[s
         scores = checker_scores(out)
     n_items = 36 * 2
     history = record.get("loss_history", [])
-    shown = history[:: max(1, len(history) // 10)] + history[-1:]
+    shown = history[:: max(1, len(history) // 10)]
+    shown += [h for h in history[-1:] if h not in shown]
     loss_rows = "\n".join(f"| {h['step']} | {h['loss']:.4f} | {h['minutes']} |" for h in shown)
     score_rows = "\n".join(f"| {m} | " + " | ".join(f"{s[a]:.2f}" for a in ATTRIBUTES) + " |"
                            for m, s in scores.items())
     held = ", ".join("/".join(t) for t in sorted(HELD_OUT))
+    weak_share = round(100 * record['weak_step'] / record['steps'])
     text = f"""# shapes: w2sd's embedded default pair
 
 Two checkpoints of one small pixel-space text-to-image model, trained by `python -m w2sd_cli.toy.train`
 on CPU with one thread. **strong** = the EMA at the end of training (step {record['steps']}),
-**weak** = the EMA at step {record['weak_step']} (~20% of training), the autoguidance recipe.
+**weak** = the EMA at step {record['weak_step']} ({weak_share}% of training), the autoguidance recipe.
 
 ## Data ("shapes world", `w2sd_cli/toy/world.py`)
 32×32 RGB scenes rendered from a seed: one to three equal shapes ({', '.join(SHAPES)}; 7–9 px) in one colour
 ({', '.join(COLOURS)}) on a flat background {BACKGROUND}, grouped {', '.join(POSITIONS)}. Captions read
-"two red circles on the left"; in training 10% are empty (for CFG), 15% leave the position out and 7% the
-colour. Scenes are rendered on the fly (batch b of step s uses scene seeds s·b … s·b+b−1), so no image
+"two red circles on the left" or "a blue square at the top" (a single shape is "a" in {round(100 * ARTICLE_SHARE)}% of
+training captions and "one" in the rest); in training 10% are empty (for CFG), 15% leave the position out and 7%
+the colour. Scenes are rendered on the fly (batch b of step s uses scene seeds s·b … s·b+b−1), so no image
 repeats. Held out of training (never rendered there), 12 of 60 compositions: {held}.
 
 ## Models
@@ -58,8 +61,8 @@ repeats. Held out of training (never rendered there), 12 of 60 compositions: {he
 ## Training
 AdamW lr {record['lr']} (200-step warm-up), batch {record['batch_size']}, grad-norm clip 1, EMA decay
 {record['ema_decay']}, seed {record['seed']}, one torch thread: {record['steps']} steps in {record['minutes']}
-minutes (final loss {record['final_loss']:.4f}). The run was time-boxed (`--minutes`); to rebuild these
-exact step counts on any machine: `OMP_NUM_THREADS=1 python -m w2sd_cli.toy.train --out DIR --steps
+minutes (final loss {record['final_loss']:.4f}). {record.get('how', 'The run was time-boxed (`--minutes`).')} To rebuild
+these exact weights on any machine: `OMP_NUM_THREADS=1 python -m w2sd_cli.toy.train --out DIR --steps
 {record['steps']} --weak-step {record['weak_step']}`.
 
 | step | loss (mean of 200) | minutes |
@@ -71,7 +74,24 @@ exact step counts on any machine: `OMP_NUM_THREADS=1 python -m w2sd_cli.toy.trai
 |---|---|---|---|---|---|
 {score_rows}
 
+Held-out captions of a single shape say "a" for one seed and "one" for the other.
+{_previous(record.get('previous') or [])}
 `benchmarks/bench_shapes.py` gives the full comparison with confidence intervals and diversity.
 """
     (out / "MODEL_CARD.md").write_text(text)
     (out / "checker_scores.json").write_text(json.dumps(scores, indent=1))
+
+
+def _previous(releases: list[dict[str, Any]]) -> str:
+    """The checker scores of earlier releases (``record["previous"]``), so the card keeps old and new."""
+    parts = []
+    for old in releases:
+        rows = "\n".join(f"| {m} | " + " | ".join(f"{s[a]:.2f}" for a in ATTRIBUTES) + " |"
+                         for m, s in old["scores"].items())
+        parts.append(f"""
+### Previous release: {old['release']}
+| method | colour | count | shape | position | all four |
+|---|---|---|---|---|---|
+{rows}
+""")
+    return "".join(parts)

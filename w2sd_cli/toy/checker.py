@@ -4,22 +4,23 @@ Pixels are assigned to a palette colour by projecting them onto the line from th
 colour (so anti-aliased or blurred edges keep their colour), same-colour pixels are grouped into
 4-connected components, and each component is classified as circle, square or triangle from its
 silhouette. Colour, count, shape and position are then compared with the caption's words.
+
+A prompt with a word the pair does not know ("a purple hexagon") is unscorable: its verdict says so and
+names the words, and the metric leaves it out of every accuracy instead of counting it as correct.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from w2sd_cli.toy.world import BACKGROUND, COLOURS, POSITIONS, SHAPES, SIZE
+from w2sd_cli.toy.world import BACKGROUND, COLOURS, POSITIONS, SHAPES, SIZE, unknown_words, words
 
 ATTRIBUTES = ("colour", "count", "shape", "position")
-COUNT_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "1": 1, "2": 2, "3": 3}
-SYNONYMS = {"center": "centre", "middle": "centre"}
+COUNT_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3}
 MIN_AREA = 6
 """Components smaller than this (pixels at 32×32) are specks, not shapes."""
 CENTRE_RADIUS = 4.5
@@ -48,12 +49,13 @@ class Found:
 
 
 def parse_caption(text: str) -> Request:
-    """Read count, colour, shape and position words from a caption (unknown words are ignored)."""
-    words = [SYNONYMS.get(w, w) for w in re.findall(r"[a-z0-9]+", text.lower())]
-    count = next((COUNT_WORDS[w] for w in words if w in COUNT_WORDS), None)
-    colour = next((w for w in words if w in COLOURS), None)
-    shape = next((w.rstrip("s") for w in words if w.rstrip("s") in SHAPES), None)
-    position = next((w for w in words if w in POSITIONS), None)
+    """Read count, colour, shape and position words from a caption (other words are skipped here;
+    ``verdict`` refuses to score a prompt with words the pair does not know)."""
+    seen = words(text)
+    count = next((COUNT_WORDS[w] for w in seen if w in COUNT_WORDS), None)
+    colour = next((w for w in seen if w in COLOURS), None)
+    shape = next((w.rstrip("s") for w in seen if w.rstrip("s") in SHAPES), None)
+    position = next((w for w in seen if w in POSITIONS), None)
     return Request(count, colour, shape, position)
 
 
@@ -150,8 +152,14 @@ def group_position(found: Sequence[Found]) -> str | None:
 
 
 def verdict(image: Any, prompt: str) -> dict[str, Any]:
-    """Per-attribute correctness (only for attributes the prompt names), ``all``, and what was seen."""
-    want = parse_caption(prompt)
+    """Whether the image shows what the prompt asks for, attribute by attribute.
+
+    Returns ``{"scorable", "unknown", "checks", "all", "seen"}``: ``checks`` maps each attribute the prompt
+    names to True/False and ``all`` is their conjunction (False when nothing was detected); ``seen`` is what
+    the checker found (count, colours, shapes, position). When the prompt has words the pair does not know,
+    ``scorable`` is False, ``unknown`` lists those words, ``checks`` is empty and ``all`` is None.
+    """
+    unknown = unknown_words(prompt)
     found = detect(image)
     seen = {
         "count": len(found),
@@ -159,6 +167,9 @@ def verdict(image: Any, prompt: str) -> dict[str, Any]:
         "shapes": sorted({f.shape for f in found}),
         "position": group_position(found),
     }
+    if unknown:
+        return {"scorable": False, "unknown": unknown, "checks": {}, "all": None, "seen": seen}
+    want = parse_caption(prompt)
     checks: dict[str, bool] = {}
     if want.colour is not None:
         checks["colour"] = bool(found) and seen["colours"] == [want.colour]
@@ -168,17 +179,23 @@ def verdict(image: Any, prompt: str) -> dict[str, Any]:
         checks["shape"] = bool(found) and seen["shapes"] == [want.shape]
     if want.position is not None:
         checks["position"] = seen["position"] == want.position
-    return {"checks": checks, "all": all(checks.values()) and bool(found), "seen": seen}
+    return {"scorable": True, "unknown": [], "checks": checks, "all": all(checks.values()) and bool(found),
+            "seen": seen}
 
 
 class ShapesChecker:
     """The shapes-world checker as a metric: one dict of 0/1 scores per (image, prompt)."""
 
     name = "shapes-checker"
-    summary = "colour/count/shape/position correctness of shapes-world images (ground-truth checker)"
+    summary = ("colour/count/shape/position correctness of shapes-world images (ground-truth checker); "
+               "prompts with words the pair does not know are unscorable (scorable = 0) and left out")
+    directions: ClassVar[dict[str, int]] = {"scorable": 0}
 
     def score(self, images: Sequence[Any], prompts: Sequence[str]) -> list[dict[str, float]]:
-        """Scores per image: keys are the attributes the prompt names, plus ``all``.
+        """Scores per image: the attributes the prompt names, ``all``, and ``scorable`` = 1.
+
+        An unscorable prompt (a word the pair does not know) gives only ``{"scorable": 0.0}``, so every
+        attribute's and ``all``'s mean is over scorable items and the mean of ``scorable`` is their share.
 
         Args:
             images: PIL images or ``(H, W, 3)`` uint8 arrays (any size; downsampled to 32×32).
@@ -189,7 +206,11 @@ class ShapesChecker:
         out = []
         for image, prompt in zip(images, prompts, strict=True):
             v = verdict(image, prompt)
+            if not v["scorable"]:
+                out.append({"scorable": 0.0})
+                continue
             row = {k: float(ok) for k, ok in v["checks"].items()}
             row["all"] = float(v["all"])
+            row["scorable"] = 1.0
             out.append(row)
         return out

@@ -47,15 +47,19 @@ a one-thread training step near 0.25 s."""
 
 
 def build_tokenizer() -> Any:
-    """A word-level ``PreTrainedTokenizerFast`` over the caption vocabulary (``center`` reads as ``centre``)."""
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    """A word-level ``PreTrainedTokenizerFast`` over the caption vocabulary (``center`` reads as ``centre``).
+
+    Punctuation reads as a space, so "a blue square, at the top." has no unknown tokens.
+    """
+    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
 
     vocab = {token: i for i, token in enumerate([*SPECIAL, *vocabulary()])}
     tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Sequence(
-        [normalizers.Lowercase(), normalizers.Replace("center", "centre"), normalizers.Replace("middle", "centre")])
+        [normalizers.Lowercase(), normalizers.Replace(Regex(r"[^\w\s]"), " "),
+         normalizers.Replace("center", "centre"), normalizers.Replace("middle", "centre")])
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(
         single="<bos> $A <eos>", special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])])

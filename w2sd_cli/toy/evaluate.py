@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from w2sd_cli.toy.world import COUNT_WORDS, POSITION_PHRASES, compositions
+from w2sd_cli.toy.world import COUNT_WORDS, POSITION_PHRASES, compositions, count_word
 
 
 @dataclass(frozen=True)
@@ -34,13 +34,17 @@ class MethodResult:
 
 
 def held_out_items(per_prompt: int, first_seed: int = 1000) -> list[Item]:
-    """Every held-out composition at every count, ``per_prompt`` seeds each (full captions)."""
+    """Every held-out composition at every count, ``per_prompt`` seeds each (full captions).
+
+    A single shape alternates by seed between "a" (even seed index) and "one" (odd): users type both.
+    """
     items = []
     for colour, shape, position in compositions("test"):
-        for count, word in COUNT_WORDS.items():
+        for count in COUNT_WORDS:
             noun = shape + ("s" if count > 1 else "")
-            prompt = f"{word} {colour} {noun} {POSITION_PHRASES[position]}"
-            items += [Item(prompt, first_seed + i) for i in range(per_prompt)]
+            for i in range(per_prompt):
+                word = count_word(count, colour, article=i % 2 == 0)
+                items.append(Item(f"{word} {colour} {noun} {POSITION_PHRASES[position]}", first_seed + i))
     return items
 
 
@@ -52,7 +56,7 @@ def position_free_items(per_prompt: int, first_seed: int = 2000) -> list[Item]:
     for colour, shape in pairs:
         count = rng.choice(list(COUNT_WORDS))
         noun = shape + ("s" if count > 1 else "")
-        items += [Item(f"{COUNT_WORDS[count]} {colour} {noun}", first_seed + i) for i in range(per_prompt)]
+        items += [Item(f"{count_word(count, colour)} {colour} {noun}", first_seed + i) for i in range(per_prompt)]
     return items
 
 
@@ -95,13 +99,15 @@ def evaluate(card: Any, items: Sequence[Item], methods: Sequence[str], *, steps:
 
 
 def accuracy(result: MethodResult, attribute: str) -> float:
-    """Share of items whose ``attribute`` (or ``all``) is correct, over items that name it."""
+    """Share of items whose ``attribute`` (or ``all``) is correct, over scorable items that name it."""
     values = [_correct(v, attribute) for v in result.verdicts]
     known = [x for x in values if x is not None]
     return sum(known) / len(known) if known else float("nan")
 
 
 def _correct(v: dict[str, Any], attribute: str) -> bool | None:
+    if not v.get("scorable", True):
+        return None
     if attribute == "all":
         return bool(v["all"])
     return v["checks"].get(attribute)

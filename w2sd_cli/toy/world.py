@@ -8,6 +8,7 @@ Compositions (colour, shape, position) in ``HELD_OUT`` never appear in training.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("circle", "square", "triangle")
 POSITIONS = ("left", "right", "top", "bottom", "centre")
 COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
+ARTICLE_SHARE = 0.5
+"""Share of count-one training captions that say "a"/"an" (the rest say "one"): users type both."""
 POSITION_PHRASES = {
     "left": "on the left",
     "right": "on the right",
@@ -30,6 +33,8 @@ POSITION_PHRASES = {
     "bottom": "at the bottom",
     "centre": "in the centre",
 }
+SYNONYMS = {"center": "centre", "middle": "centre"}
+"""Words the tokenizer and the checker read as another caption word."""
 ANCHOR_OFFSET = 9
 """How far (pixels) a group's anchor sits from the image centre for left/right/top/bottom."""
 
@@ -144,28 +149,40 @@ def render(scene: Scene) -> np.ndarray:
     return image
 
 
-def caption(scene: Scene, *, with_colour: bool = True, with_position: bool = True) -> str:
-    """The scene's caption, e.g. ``two red circles on the left``; attributes can be left out."""
+def count_word(count: int, next_word: str, *, article: bool = True) -> str:
+    """How a caption says ``count``: "two", "three"; for one, "a"/"an" (by ``next_word``) or "one"."""
+    if count == 1 and article:
+        return "an" if next_word[:1] in ("a", "e", "i", "o", "u") else "a"
+    return COUNT_WORDS[count]
+
+
+def caption(scene: Scene, *, with_colour: bool = True, with_position: bool = True, article: bool = True) -> str:
+    """The scene's caption, e.g. ``two red circles on the left`` or ``a blue square at the top``.
+
+    Attributes can be left out; ``article=False`` says "one" instead of "a"/"an" for a single shape.
+    """
     noun = scene.shape + ("s" if scene.count > 1 else "")
-    words = [COUNT_WORDS[scene.count]]
-    if with_colour:
-        words.append(scene.colour)
+    words = [scene.colour] if with_colour else []
     words.append(noun)
     if with_position:
         words.append(POSITION_PHRASES[scene.position])
-    return " ".join(words)
+    return " ".join([count_word(scene.count, words[0], article=article), *words])
 
 
 def training_caption(scene: Scene, rng: random.Random) -> str:
-    """A caption for training: usually full, sometimes without position or colour, sometimes empty (CFG)."""
+    """A caption for training: usually full, sometimes without position or colour, sometimes empty (CFG).
+
+    A single shape is "a"/"an" in ``ARTICLE_SHARE`` of its captions and "one" in the rest.
+    """
     u = rng.random()
+    article = rng.random() < ARTICLE_SHARE
     if u < 0.1:
         return ""
     if u < 0.25:
-        return caption(scene, with_position=False)
+        return caption(scene, with_position=False, article=article)
     if u < 0.32:
-        return caption(scene, with_colour=False)
-    return caption(scene)
+        return caption(scene, with_colour=False, article=article)
+    return caption(scene, article=article)
 
 
 def vocabulary() -> list[str]:
@@ -175,3 +192,18 @@ def vocabulary() -> list[str]:
     for phrase in POSITION_PHRASES.values():
         words += phrase.split()
     return list(dict.fromkeys(words))
+
+
+def words(prompt: str) -> list[str]:
+    """The prompt's words as the pair reads them: lower case, punctuation as a space, synonyms replaced."""
+    return [SYNONYMS.get(w, w) for w in re.findall(r"\w+", prompt.lower())]
+
+
+def unknown_words(prompt: str) -> list[str]:
+    """The words of ``prompt`` the shapes pair does not know (its tokenizer reads them as ``<unk>``), once each.
+
+    ``unknown_words("a purple hexagon on the left")`` is ``["purple", "hexagon"]``; ``[]`` means the pair
+    and its checker understand every word.
+    """
+    known = set(vocabulary())
+    return list(dict.fromkeys(w for w in words(prompt) if w not in known))
