@@ -17,7 +17,7 @@ def test_gen_shapes_writes_png_and_prints_the_checker_verdict(tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["pair"] == "shapes" and summary["prompt"] == "two red circles on the left"
-    assert set(summary["verdicts"]["shapes-checker"]) == {"colour", "count", "shape", "position", "all"}
+    assert set(summary["verdicts"]["shapes-checker"]) == {"colour", "count", "shape", "position", "all", "scorable"}
     (png,) = (Path(f) for f in summary["files"])
     assert png.parent == tmp_path and Image.open(png).size == (256, 256)
 
