@@ -264,3 +264,21 @@ def test_two_evals_at_once_score_each_item_once(tmp_path: Path) -> None:
         thread.join()
     assert sorted(r.scored["mixture-stats"] for r in results) == [0, 20]
     assert len(read_lines(tmp_path / "scores" / "mixture-stats.jsonl")) == 20
+
+
+def test_executor_flags_are_sugar_for_executor_options_and_typos_are_errors(tmp_path: Path) -> None:
+    from w2sd_cli.bench.runner import executor_flags
+
+    assert executor_flags(["--ray-address", "h:6379", "--ray-in-flight=3"], "ray") == {"address": "h:6379",
+                                                                                      "in-flight": "3"}
+    with pytest.raises(InputError, match="No such option '--sedds'"):
+        executor_flags(["--sedds", "0-3"], "local")
+    from typer.testing import CliRunner
+
+    from w2sd_cli.cli import build_app
+
+    result = CliRunner().invoke(build_app(), ["bench", "gmm-1d", "--sedds", "0-3", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "No such option '--sedds'" in result.output
+    result = CliRunner().invoke(build_app(), ["bench", "gmm-1d", "--local-speed", "2", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "has no option 'speed'" in result.output
+    assert not (tmp_path / "run.json").exists()

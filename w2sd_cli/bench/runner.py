@@ -183,6 +183,26 @@ def parse_options(specs: Iterable[str]) -> dict[str, str]:
     return options
 
 
+def executor_flags(args: Iterable[str], executor: str) -> dict[str, str]:
+    """``--EXECUTOR-KEY VALUE`` (or ``--EXECUTOR-KEY=VALUE``) flags as executor options: ``--ray-address H:6379``
+    is ``-X address=H:6379`` for ``--executor ray``. Anything else is an unknown option."""
+    options: dict[str, str] = {}
+    items = list(args)
+    prefix = f"--{executor}-"
+    while items:
+        arg = items.pop(0)
+        if not arg.startswith(prefix) or len(arg) == len(prefix):
+            raise InputError(f"No such option {arg!r} for `w2sd bench` (see `w2sd bench --help`). Executor options "
+                             f"are given as {prefix}KEY VALUE or --executor-option KEY=VALUE.")
+        key, sep, value = arg[len(prefix):].partition("=")
+        if not sep:
+            if not items:
+                raise InputError(f"{arg} needs a value, e.g. {arg} VALUE.")
+            value = items.pop(0)
+        options[key] = value
+    return options
+
+
 def check_options(executor: Any, options: dict[str, str]) -> None:
     """Refuse option keys the executor does not declare (its ``options`` mapping of key to help)."""
     known: dict[str, str] = dict(getattr(executor, "options", None) or {})

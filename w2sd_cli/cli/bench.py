@@ -16,7 +16,8 @@ AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle 
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bench")(bench)
+    # extra args: executor flags such as --ray-address HOST:6379 (any --EXECUTOR-KEY VALUE; checked by the runner)
+    app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(bench)
     app.command("eval")(evaluate)
     app.command("report")(report)
     for group in app.registered_groups:
@@ -25,6 +26,7 @@ def register(app: typer.Typer) -> None:
 
 
 def bench(
+    ctx: typer.Context,
     pair: PairName,
     prompts: Annotated[str | None, typer.Option("--prompts", help="drawbench, pickapic, shapes or a .csv/.txt/.jsonl "
                                                 "file (not for analytic pairs).")] = None,
@@ -61,7 +63,7 @@ def bench(
     json_output: JsonFlag = False,
 ) -> None:
     """Render a grid (prompts × seeds × methods) into a run folder; rerun to resume, shard to scale out."""
-    from w2sd_cli.bench.runner import BenchRequest, parse_options
+    from w2sd_cli.bench.runner import BenchRequest, executor_flags, parse_options
     from w2sd_cli.bench.runner import bench as run_bench
     from w2sd_cli.cli.output import err_console, print_json
 
@@ -71,7 +73,7 @@ def bench(
         k=k, samples=samples, cfg=cfg, width=width, height=height, dtype=dtype, device=device,
         reference_interval=reference_interval, offline=offline, allow_pickle=allow_pickle, shard=shard,
         executor=executor, keep_going=keep_going, batch_size=batch_size,
-        executor_options=parse_options(executor_option or []))
+        executor_options={**parse_options(executor_option or []), **executor_flags(ctx.args, executor)})
     with ItemProgress(quiet=json_output) as progress:
         outcome = run_bench(request, progress.observe)
     merged = outcome.merged
