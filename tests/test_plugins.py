@@ -480,3 +480,15 @@ def test_host_is_cached_and_resettable() -> None:
     assert get_host() is first
     plugins.reset()
     assert get_host() is not first
+
+
+def test_w2sd_plugins_lists_what_the_plugins_provide() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from w2sd_cli.cli import build_app
+
+    data = json.loads(CliRunner().invoke(build_app(), ["plugins", "--json"]).stdout)
+    assert "local" in data["executors"] and "shapes-checker" in data["metrics"]
+    assert data["methods"][:3] == ["weak", "strong", "w2sd"] and "toy-unet" in data["kinds"]

@@ -42,15 +42,22 @@ def plugins(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     from w2sd_cli.pairs import get_registry
     from w2sd_cli.plugins import get_host
 
+    from w2sd_cli.bench.metrics.base import metric_registry
+    from w2sd_cli.bench.runner import executors
+    from w2sd_cli.methods import all_methods
+
     host = get_host()
     registry = get_registry()  # calling the hooks is what reveals a plugin that fails in one
     records = [asdict(r) for r in host.records.values()]
+    provided = {"kinds": sorted(registry.kinds), "metrics": sorted(metric_registry()),
+                "methods": list(all_methods()), "executors": sorted(executors())}
     if json_output:
-        print_json({"plugins": records, "kinds": sorted(registry.kinds), "problems": registry.problems,
-                    "warnings": host.warnings})
+        print_json({"plugins": records, **provided, "problems": registry.problems, "warnings": host.warnings})
         return
     rows = [[r["name"], r["version"] or "-", r["origin"], ", ".join(r["hooks"]) or "-",
              "ok" if r["status"] == "ok" else f"failed: {r['error']}"] for r in records]
     err_console.print(table(f"{len(rows)} plugins", ["name", "version", "origin", "hooks", "status"], rows))
+    for what, names in provided.items():
+        err_console.print(f"{what}: {', '.join(names)}", soft_wrap=True)
     for problem in [*host.warnings, *registry.problems]:
         warn(problem)
