@@ -38,13 +38,12 @@ def plugins(ctx: typer.Context, json_output: JsonFlag = False) -> None:
         return
     from dataclasses import asdict
 
-    from w2sd_cli.cli.output import err_console, print_json, table, warn
-    from w2sd_cli.pairs import get_registry
-    from w2sd_cli.plugins import get_host
-
     from w2sd_cli.bench.metrics.base import metric_registry
     from w2sd_cli.bench.runner import executors
+    from w2sd_cli.cli.output import err_console, print_json, table, warn
     from w2sd_cli.methods import all_methods
+    from w2sd_cli.pairs import get_registry
+    from w2sd_cli.plugins import get_host
 
     host = get_host()
     registry = get_registry()  # calling the hooks is what reveals a plugin that fails in one
