@@ -11,7 +11,6 @@ steps commute with it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import torch
 from torch import Tensor
 
 from w2sd_cli.adapters.lora import LoraScales
+from w2sd_cli.adapters.models import first_line, read_json
 from w2sd_cli.errors import ModelError
 from w2sd_cli.sampling import Level
 
@@ -92,8 +92,8 @@ class FlowComponents:
 
 def detect_family(folder: Path) -> str:
     """``sd3`` or ``flux`` from the folder's ``model_index.json`` (or its transformer config)."""
-    index = _read_json(folder / "model_index.json").get("_class_name", "")
-    transformer = _read_json(folder / "transformer" / "config.json").get("_class_name", "")
+    index = read_json(folder / "model_index.json").get("_class_name", "")
+    transformer = read_json(folder / "transformer" / "config.json").get("_class_name", "")
     if "Flux" in index or transformer == "FluxTransformer2DModel":
         return "flux"
     if "StableDiffusion3" in index or transformer == "SD3Transformer2DModel":
@@ -123,7 +123,7 @@ def load_flow_folder(folder: Path, dtype: torch.dtype, shared_from: FlowComponen
             vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, local_files_only=True)
             encoders, tokenizers = _text_parts(folder, family, dtype)
     except (OSError, ValueError, RuntimeError) as err:
-        raise ModelError(f"{folder}: cannot load the model ({_first_line(err)}). "
+        raise ModelError(f"{folder}: cannot load the model ({first_line(err)}). "
                          "Run `w2sd pull` for the pair again, or check the folder.") from None
     info: dict[str, Any] = {"path": str(folder), "format": "diffusers", "family": family}
     if shared_from is not None:
@@ -412,7 +412,7 @@ class FlowDenoiser:
 
 def _scheduler_config(folder: Path) -> dict[str, Any]:
     path = folder / "scheduler" / "scheduler_config.json"
-    config = _read_json(path)
+    config = read_json(path)
     if not config:
         raise ModelError(f"{folder}: no scheduler/scheduler_config.json; the flow time grid cannot be known.")
     name = config.get("_class_name", "FlowMatchEulerDiscreteScheduler")
@@ -420,18 +420,3 @@ def _scheduler_config(folder: Path) -> dict[str, Any]:
         raise ModelError(f"{path}: scheduler {name!r} is not a flow-matching Euler scheduler; the `flow` kind samples "
                          "models trained for FlowMatchEulerDiscreteScheduler (SD3, FLUX).")
     return config
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, json.JSONDecodeError) as err:
-        raise ModelError(f"{path}: unreadable ({err}).") from None
-    return data if isinstance(data, dict) else {}
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:300] if text else type(err).__name__

@@ -135,7 +135,7 @@ def load_folder(folder: Path, dtype: torch.dtype) -> Components:
                 variant=_variant(folder / "text_encoder_2")))
             tokenizers.append(CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer_2", local_files_only=True))
     except (OSError, ValueError, RuntimeError) as err:
-        raise ModelError(f"{folder}: cannot load the model ({_first_line(err)}). "
+        raise ModelError(f"{folder}: cannot load the model ({first_line(err)}). "
                          "Run `w2sd pull` for the pair again, or check the folder.") from None
     return Components(family, unet.eval(), vae.eval(), [e.eval() for e in encoders], tokenizers,
                       _scheduler_config(folder), _force_zeros(folder, family),
@@ -155,7 +155,7 @@ def load_single_file(path: Path, config_folder: Path, dtype: torch.dtype) -> Com
                                     **extra)
     except (OSError, ValueError, RuntimeError, KeyError, SingleFileComponentError) as err:
         raise ModelError(f"{path.name}: cannot load it as a {family.upper()} checkpoint with the configs of "
-                         f"{config_folder} ({_first_line(err)}).") from None
+                         f"{config_folder} ({first_line(err)}).") from None
     encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if family == "sdxl" else [])
     tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if family == "sdxl" else [])
     if _vae_dtype(config_folder / "vae", dtype) != dtype:
@@ -173,7 +173,7 @@ def load_controlnet(path: Path, dtype: torch.dtype) -> Any:
         return ControlNetModel.from_pretrained(path, torch_dtype=dtype, local_files_only=True,
                                                variant=_variant(path)).eval()
     except (OSError, ValueError, RuntimeError) as err:
-        raise ModelError(f"{path}: cannot load the ControlNet ({_first_line(err)}).") from None
+        raise ModelError(f"{path}: cannot load the ControlNet ({first_line(err)}).") from None
 
 
 def share_identical(models: list[Components]) -> int:
@@ -240,7 +240,7 @@ def _variant(folder: Path) -> str | None:
 
 def _vae_dtype(folder: Path, dtype: torch.dtype) -> torch.dtype:
     """float32 for VAEs that overflow in float16 (``force_upcast``, e.g. SDXL's)."""
-    config = _read_json(folder / "config.json")
+    config = read_json(folder / "config.json")
     return torch.float32 if dtype == torch.float16 and config.get("force_upcast", False) else dtype
 
 
@@ -248,15 +248,16 @@ def _scheduler_config(folder: Path) -> dict[str, Any]:
     path = folder / "scheduler" / "scheduler_config.json"
     if not path.is_file():
         raise ModelError(f"{folder}: no scheduler/scheduler_config.json; the noise schedule cannot be known.")
-    return _read_json(path)
+    return read_json(path)
 
 
 def _force_zeros(folder: Path, family: str) -> bool:
-    index = _read_json(folder / "model_index.json")
+    index = read_json(folder / "model_index.json")
     return bool(index.get("force_zeros_for_empty_prompt", family == "sdxl"))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path`` ({} when the file is absent); damage is a ``ModelError``."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -266,6 +267,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, for one-paragraph errors."""
     text = str(err).strip().splitlines()
     return text[0][:300] if text else type(err).__name__
