@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,23 +29,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # this checkout's w2sd_cli, installed or not
-from bench_reflection import SCHEDULER, build, forward_time, reference_loop, sync, w2sd_denoisers
+from bench_reflection import SCHEDULER, build, forward_time, reference_loop, w2sd_denoisers
+from gpu_flow import timed
 
 from w2sd_cli.adapters.unet import grid_from_config, schedule_from_config
 from w2sd_cli.sampling import sample_plain, sample_w2sd
-
-
-def timed(run: Any, device: torch.device) -> tuple[Any, float, float]:
-    """(result, seconds, peak GB) of one run."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    sync(device)
-    start = time.perf_counter()
-    out = run()
-    sync(device)
-    seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
-    return out, seconds, peak
 
 
 def main() -> None:

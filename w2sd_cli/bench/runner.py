@@ -318,13 +318,10 @@ class ShareResult:
     failed: int = 0
 
 
-def run_share(job: BenchJob, shard: Shard, observer: Observer | None = None) -> ShareResult:
-    """Render this shard's unfinished items.
-
-    Each output is written atomically, then its manifest line is appended to ``manifest.rank-R.jsonl``
-    and fsynced: a kill loses at most the item in flight. With ``job.keep_going`` an item that fails with a
-    ``W2SDError`` (a NaN sample, say) is logged to ``failures.rank-R.jsonl`` and retried by the next run.
-    """
+def plan_share(job: BenchJob, shard: Shard, observer: Observer | None = None
+               ) -> tuple[int, int, Iterator[WorkItem]]:
+    """This shard's unfinished items, lazily: ``(to render, already finished, items)``; stale temp files of its
+    items are removed and a ``plan`` event is sent (every executor starts here)."""
     grid = job.items
     remove_stale_temps(job.run_dir / "items", grid, shard)
     done = finished(job.run_dir)
@@ -333,9 +330,19 @@ def run_share(job: BenchJob, shard: Shard, observer: Observer | None = None) -> 
     count = grid.share_size(shard.rank, shard.world) - skipped
     _notify(observer, {"phase": "plan", "total": count, "skipped": skipped, "rank": shard.rank,
                        "world": shard.world})
+    return count, skipped, (item for item in grid.share(shard.rank, shard.world) if item.id not in done)
+
+
+def run_share(job: BenchJob, shard: Shard, observer: Observer | None = None) -> ShareResult:
+    """Render this shard's unfinished items.
+
+    Each output is written atomically, then its manifest line is appended to ``manifest.rank-R.jsonl``
+    and fsynced: a kill loses at most the item in flight. With ``job.keep_going`` an item that fails with a
+    ``W2SDError`` (a NaN sample, say) is logged to ``failures.rank-R.jsonl`` and retried by the next run.
+    """
+    count, skipped, todo = plan_share(job, shard, observer)
     if not count:
         return ShareResult(0, skipped)
-    todo = (item for item in grid.share(shard.rank, shard.world) if item.id not in done)
     engine = job.open_engine()
     from w2sd_cli.images import versions
 

@@ -20,8 +20,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from w2sd_cli.bench.grid import Grid, WorkItem
-from w2sd_cli.bench.manifest import PartWriter, finished, merge, part_path
-from w2sd_cli.bench.runner import BenchJob, BenchOutcome, Observer, batches, remove_stale_temps
+from w2sd_cli.bench.manifest import PartWriter, merge, part_path
+from w2sd_cli.bench.runner import BenchJob, BenchOutcome, Observer, batches, plan_share
 from w2sd_cli.errors import InputError, ModelError, W2SDError
 from w2sd_cli.files import atomic_path
 from w2sd_cli.outputs import sha256_of
@@ -120,18 +120,11 @@ class RayExecutor:
     def execute(self, job: BenchJob, observer: Observer | None = None) -> BenchOutcome:
         settings = RaySettings.parse(job.options)
         started = time.perf_counter()
-        grid, shard = job.items, job.shard
-        remove_stale_temps(job.run_dir / "items", grid, shard)
-        done = finished(job.run_dir)
-        skipped = sum(1 for line in done.values()
-                      if (at := grid.locate(line)) is not None and grid.owner(at, shard.world) == shard.rank)
-        count = grid.share_size(shard.rank, shard.world) - skipped
-        _notify(observer, {"phase": "plan", "total": count, "skipped": skipped, "rank": shard.rank,
-                           "world": shard.world})
+        shard = job.shard
+        count, skipped, todo = plan_share(job, shard, observer)
         extra: dict[str, Any] = {}
         rendered = failed = 0
         if count:
-            todo = (item for item in grid.share(shard.rank, shard.world) if item.id not in done)
             ray, connected_here = _connect(settings.address)
             try:
                 run = _Run(ray, job, settings, observer, count, self.fault)
@@ -140,7 +133,7 @@ class RayExecutor:
             finally:
                 if connected_here:
                     ray.shutdown()
-        merged = merge(job.run_dir, grid.ids)
+        merged = merge(job.run_dir, job.items.ids)
         return BenchOutcome(job.run_dir, shard, self.name, rendered, skipped, merged,
                             round(time.perf_counter() - started, 3), failed, extra)
 
