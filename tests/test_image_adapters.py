@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,39 @@ def test_canny_finds_the_outline_of_a_square(tmp_path: Path) -> None:
     assert as_is.shape == (1, 3, 16, 16) and 0 < float(as_is.mean()) < 1
     with pytest.raises(InputError, match="no such file"):
         load_control_image(tmp_path / "missing.png", 16, 16)
+
+
+def _test_images() -> list[np.ndarray]:
+    """Synthetic and photo-like RGB images: a 70-grey-level step, shapes, a noisy gradient, smooth blobs."""
+    rng = np.random.default_rng(0)
+    step = np.full((64, 64, 3), 90, dtype=np.uint8)
+    step[:, 32:] = 160
+    shapes = np.zeros((64, 64, 3), dtype=np.uint8)
+    shapes[10:30, 10:40] = (200, 40, 40)
+    shapes[35:60, 20:50] = (30, 180, 220)
+    yy, xx = np.mgrid[0:64, 0:64]
+    gradient = np.stack([xx * 4, yy * 3, (xx + yy) * 2], axis=-1) % 256
+    noisy = np.clip(gradient + rng.normal(0, 12, gradient.shape), 0, 255).astype(np.uint8)
+    blobs = (127 + 100 * np.sin(xx / 5.0)[..., None] * np.cos(yy / 7.0)[..., None] * np.ones(3)).astype(np.uint8)
+    return [step, shapes, noisy, blobs]
+
+
+def test_canny_edges_are_opencvs_as_controlnets_canny_models_were_trained_on(tmp_path: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    for i, image in enumerate(_test_images()):
+        want = cv2.Canny(image, 100, 200) > 0
+        got = canny(torch.from_numpy(image).permute(2, 0, 1), 100, 200).numpy() > 0
+        union = (want | got).sum()
+        assert union == 0 or (want & got).sum() / union >= 0.99, i
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(image).save(path)
+        control = load_control_image(path, 64, 64, preprocess="canny").numpy()[0, 0] > 0
+        assert (control == want).all(), i
+    step = _test_images()[0]
+    assert canny(torch.from_numpy(step).permute(2, 0, 1)).sum() > 0  # the hand-written detector found none
+
+
+def test_canny_without_opencv_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if OpenCV were not installed
+    with pytest.raises(InputError, match=r"w2sd\[controlnet\]"):
+        canny(torch.zeros(3, 8, 8, dtype=torch.uint8))
