@@ -69,7 +69,7 @@ def test_v_and_x0_outputs_become_eps_at_their_label_and_x0_where_alpha_bar_is_ze
 
 
 def test_one_w2sd_step_is_ddim_with_effective_eps() -> None:
-    """METHOD.md §2: x~ = x - κ (eps_s(x) - eps_w(x')), and the step uses eps_s(x~) + eps_s(x) - eps_w(x')."""
+    """docs/method.md: x~ = x - κ (eps_s(x) - eps_w(x')), and the step uses eps_s(x~) + eps_s(x) - eps_w(x')."""
     strong, weak = MixtureEps(bimodal(0.3), SCHEDULE), MixtureEps(bimodal(0.05), SCHEDULE)
     x = _noise(256, 1) * 3
     t, t_next = GRID[10], GRID[11]
