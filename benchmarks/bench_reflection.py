@@ -2,7 +2,7 @@
 
 A UNet of SD 1.5's (or SDXL's) size with random weights and a random LoRA on its attention and
 feed-forward projections; reflection LoRA 0.8 / -1.5 at CFG 1 / 1, final LoRA 0.8 at CFG 5.5
-(METHOD.md §3-4). Per-step figures:
+(docs/method.md, Cost). Per-step figures:
 
 (a) speed-up of w2sd over the reference loop (three ``set_adapters`` rewires per step, every leg a
     CFG batch-2 call), with outputs checked equal within float tolerance, against the bound from

@@ -32,7 +32,7 @@ STEPS = 10
 class AddSchedule:
     """A toy noise process: a step adds the prediction, so the final latent counts every denoiser call."""
 
-    def step(self, x: Any, prediction: Any, t_from: float, t_to: float) -> Any:
+    def step(self, x: Any, prediction: Any, t_from: float, t_to: float, label: float | None = None) -> Any:
         return x + prediction
 
 

@@ -123,16 +123,15 @@ def test_grids_equal_diffusers_set_timesteps(spacing: str, steps: int) -> None:
 
 
 def test_zero_terminal_snr_v_steps_stay_finite_at_alpha_bar_zero() -> None:
-    """ā = 0 at t = 999: eps equals x there, so v (x0 = -v) carries the step; W2SD's inversion back into ā = 0
-    is finite too."""
+    """ā = 0 at t = 999: eps equals x there, so the adapter turns v into x0 = -v, which carries the step; W2SD's
+    inversion back into ā = 0 is finite too."""
     from w2sd_cli.sampling import sample_w2sd
 
     config, steps = CASES["trailing-v-zero-snr"]
     schedule = schedule_from_config(config)
     assert schedule.alpha_bar(999) == 0.0
-    assert schedule.prediction == "v_prediction"
     x, v = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
-    stepped = schedule.step(x, v, 999, 799)
+    stepped = schedule.step(x, -v, 999, 799)
     a = schedule.alpha_bar(799)
     torch.testing.assert_close(stepped, -(a**0.5) * v + (1 - a) ** 0.5 * x)
     unet = tiny_unet()

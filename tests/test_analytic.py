@@ -1,4 +1,4 @@
-"""METHOD.md §5: the analytic experiments reproduce within sampling noise (20,000 samples, fixed seed)."""
+"""docs/method.md: the analytic experiments reproduce within sampling noise (20,000 samples, fixed seed)."""
 
 from __future__ import annotations
 

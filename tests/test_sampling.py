@@ -9,17 +9,17 @@ import torch
 from torch import Tensor
 
 from w2sd_cli.analytic import GaussianMixture, MixtureEps, MixtureVelocity
+from w2sd_cli.errors import ModelError
 from w2sd_cli.sampling import (
     FlowSchedule,
     Level,
     VPSchedule,
-    eps_from_v,
-    eps_from_x0,
     equal_nfe_steps,
     extrapolate,
     reflect_steps,
     sample_plain,
     sample_w2sd,
+    vp_prediction,
 )
 
 SCHEDULE = VPSchedule.linear()
@@ -51,17 +51,25 @@ def test_flow_step_then_inverse_returns_start(dtype: torch.dtype, tol: float) ->
     assert (back - x).norm() / x.norm() <= tol
 
 
-def test_v_and_x0_converters_agree_with_eps() -> None:
+def test_v_and_x0_outputs_become_eps_at_their_label_and_x0_where_alpha_bar_is_zero() -> None:
     x0, eps = _noise(8, 3), _noise(8, 3, seed=1)
     a = SCHEDULE.alpha_bar(400)
     x = math.sqrt(a) * x0 + math.sqrt(1 - a) * eps
     v = math.sqrt(a) * eps - math.sqrt(1 - a) * x0
-    torch.testing.assert_close(eps_from_v(x, v, a), eps, rtol=0, atol=1e-12)
-    torch.testing.assert_close(eps_from_x0(x, x0, a), eps, rtol=0, atol=1e-12)
+    torch.testing.assert_close(vp_prediction("v_prediction", x, v, a), eps, rtol=0, atol=1e-12)
+    torch.testing.assert_close(vp_prediction("sample", x, x0, a), eps, rtol=0, atol=1e-12)
+    assert vp_prediction("epsilon", x, eps, a) is eps
+    # at ā = 0, x is pure noise: v = -x0, and the canonical prediction is x0
+    torch.testing.assert_close(vp_prediction("v_prediction", eps, -x0, 0.0), x0, rtol=0, atol=0)
+    torch.testing.assert_close(vp_prediction("sample", eps, x0, 0.0), x0, rtol=0, atol=0)
+    with pytest.raises(ModelError, match="zero-terminal-SNR"):
+        vp_prediction("epsilon", eps, eps, 0.0)
+    with pytest.raises(ModelError, match="prediction_type"):
+        vp_prediction("flow", x, eps, a)
 
 
 def test_one_w2sd_step_is_ddim_with_effective_eps() -> None:
-    """METHOD.md §2: x~ = x - κ (eps_s(x) - eps_w(x')), and the step uses eps_s(x~) + eps_s(x) - eps_w(x')."""
+    """docs/method.md: x~ = x - κ (eps_s(x) - eps_w(x')), and the step uses eps_s(x~) + eps_s(x) - eps_w(x')."""
     strong, weak = MixtureEps(bimodal(0.3), SCHEDULE), MixtureEps(bimodal(0.05), SCHEDULE)
     x = _noise(256, 1) * 3
     t, t_next = GRID[10], GRID[11]

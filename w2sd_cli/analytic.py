@@ -70,6 +70,16 @@ class GaussianMixture:
         pull = (self.means[None, :, :] - xd[:, None, :]) / var[None, :, None]
         return (resp[:, :, None] * pull).sum(1).to(x.dtype)
 
+    def posterior_mean(self, x: Tensor, scale: float, noise_std: float) -> Tensor:
+        """``E[x0 | scale · x0 + noise_std · n = x]`` at each row of ``x``; finite at ``scale = 0`` (the mean)."""
+        xd = x.to(torch.float64)
+        resp = torch.softmax(self.noised(scale, noise_std)._component_log_probs(xd), dim=1)  # (N, K)
+        var = self.stds**2
+        gain = scale * var / (scale**2 * var + noise_std**2)  # per component
+        shift = xd[:, None, :] - scale * self.means[None, :, :]
+        component = self.means[None, :, :] + gain[None, :, None] * shift
+        return (resp[:, :, None] * component).sum(1).to(x.dtype)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` float64 samples."""
         idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
@@ -99,6 +109,29 @@ class MixtureEps:
         a = self.schedule.alpha_bar(t)
         p_t = self.mixture.noised(math.sqrt(a), math.sqrt(1.0 - a))
         return -math.sqrt(1.0 - a) * p_t.score(x)
+
+
+@dataclass(frozen=True)
+class MixtureNetwork:
+    """The exact VP network of a mixture trained for ``prediction_type``: its raw output, as a network gives it.
+
+    ``epsilon``, ``v_prediction`` (v = sqrt(ā) eps - sqrt(1 - ā) x0) or ``sample`` (x0 = E[x0 | x_t]); all three
+    are finite at ā = 0 except eps, which is x there. Read it with ``sampling.vp_prediction`` at its label.
+    """
+
+    mixture: GaussianMixture
+    schedule: VPSchedule
+    prediction_type: str = "epsilon"
+
+    def __call__(self, x: Tensor, t: Level) -> Tensor:
+        a = self.schedule.alpha_bar(t)
+        x0 = self.mixture.posterior_mean(x, math.sqrt(a), math.sqrt(1.0 - a))
+        if self.prediction_type == "sample":
+            return x0
+        eps = MixtureEps(self.mixture, self.schedule)(x, t)
+        if self.prediction_type == "v_prediction":
+            return math.sqrt(a) * eps - math.sqrt(1.0 - a) * x0
+        return eps
 
 
 @dataclass(frozen=True)

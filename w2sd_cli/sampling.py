@@ -1,7 +1,8 @@
 """The one shared W2SD sampler (Bai, Sugiyama & Xie, arXiv 2502.00473, Algorithm 1), torch only.
 
 A *denoiser* is any callable ``denoiser(x, t) -> prediction`` where the prediction is what the
-schedule's step consumes: eps for a VP diffusion, velocity for flow matching. One step function
+schedule's step consumes, read at the label ``t`` the network was asked about: eps for a VP diffusion
+(x0 where ā = 0), velocity for flow matching. One step function
 moves a latent between two noise levels in either direction, so denoising and inversion share it
 and there is no scheduler state to reset.
 """
@@ -16,6 +17,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from w2sd_cli.errors import ModelError
+
 Level = float
 """A noise level: a discrete timestep (VP, ``-1`` = the clean end) or a time in [0, 1] (flow)."""
 
@@ -26,33 +29,34 @@ PHASES = ("reflect-denoise", "reflect-invert", "denoise")
 
 
 class Schedule(Protocol):
-    """A noise process: moves ``x`` from level ``t_from`` to ``t_to`` given a prediction at ``t_from``."""
+    """A noise process: moves ``x`` from level ``t_from`` to ``t_to`` given a network's prediction for ``x``.
 
-    def step(self, x: Tensor, prediction: Tensor, t_from: Level, t_to: Level) -> Tensor: ...
+    ``label`` is the level the network was asked about (default ``t_from``); the reflection's inversion asks
+    about the higher level ``t`` while the latent sits at ``t_to``'s neighbour ``t'`` (paper eq. 5).
+    """
+
+    def step(self, x: Tensor, prediction: Tensor, t_from: Level, t_to: Level,
+             label: Level | None = None) -> Tensor: ...
 
 
 @dataclass(frozen=True)
 class VPSchedule:
-    """Variance-preserving diffusion with eps- or v-prediction and deterministic DDIM (eta = 0) steps.
+    """Variance-preserving diffusion stepped by deterministic DDIM (eta = 0) in eps space.
+
+    Denoisers stepped with it return the canonical VP prediction at the level they were asked about: eps where
+    ā > 0, and x0 where ā = 0 (the first level of a zero-terminal-SNR schedule, where eps equals x and says
+    nothing about x0). Adapters convert a v- or x0-network's output with ``vp_prediction`` at that level.
 
     Args:
         alphas_cumprod: ``ā`` for each training timestep (any float dtype; kept in float64).
         final_alpha_cumprod: ``ā`` of the clean end, level ``-1`` (diffusers' ``set_alpha_to_one``).
         clip_x0: clamp the predicted x0 to ``[-clip_x0, clip_x0]`` (diffusers' ``clip_sample``);
             needed by under-trained pixel-space models, breaks exact invertibility.
-        prediction: what the denoisers stepped with this schedule return: ``epsilon`` or ``v_prediction``.
-            v keeps the step finite where ā = 0 (the first level of a zero-terminal-SNR schedule), where eps
-            equals x and says nothing about x0.
     """
 
     alphas_cumprod: Tensor
     final_alpha_cumprod: float = 1.0
     clip_x0: float | None = None
-    prediction: str = "epsilon"
-
-    def __post_init__(self) -> None:
-        if self.prediction not in ("epsilon", "v_prediction"):
-            raise ValueError(f"prediction must be 'epsilon' or 'v_prediction', got {self.prediction!r}")
 
     @classmethod
     def linear(cls, beta_start: float = 1e-4, beta_end: float = 0.02, steps: int = 1000,
@@ -74,18 +78,26 @@ class VPSchedule:
             return self.final_alpha_cumprod
         return float(self.alphas_cumprod[int(t)])
 
-    def step(self, x: Tensor, prediction: Tensor, t_from: Level, t_to: Level) -> Tensor:
-        """DDIM (eta 0) from ``t_from`` to ``t_to``; with ``t_to > t_from`` this is the exact DDIM inversion."""
+    def step(self, x: Tensor, prediction: Tensor, t_from: Level, t_to: Level,
+             label: Level | None = None) -> Tensor:
+        """DDIM (eta 0) from ``t_from`` to ``t_to``; with ``t_to > t_from`` this is the exact DDIM inversion.
+
+        ``prediction`` is the canonical prediction for ``x`` at ``label`` (default ``t_from``): eps is kept as it
+        is and x0 recomputed from it at ``t_from``. Where ā(label) = 0 the network's eps is its input ``x``; its
+        x0 is the prediction when ``label`` is ``t_from``, else recomputed from that eps like any other.
+        """
+        label = t_from if label is None else label
         a_from, a_to = self.alpha_bar(t_from), self.alpha_bar(t_to)
-        if self.prediction == "v_prediction":
-            x0 = math.sqrt(a_from) * x - math.sqrt(1.0 - a_from) * prediction
-            prediction = eps_from_v(x, prediction, a_from)
+        if self.alpha_bar(label) == 0.0:
+            eps = x
+            x0 = prediction if label == t_from else (x - math.sqrt(1.0 - a_from) * eps) / math.sqrt(a_from)
         else:
-            x0 = (x - math.sqrt(1.0 - a_from) * prediction) / math.sqrt(a_from)
+            eps = prediction
+            x0 = (x - math.sqrt(1.0 - a_from) * eps) / math.sqrt(a_from)
         if self.clip_x0 is not None:
             x0 = x0.clamp(-self.clip_x0, self.clip_x0)
-            prediction = (x - math.sqrt(a_from) * x0) / math.sqrt(1.0 - a_from)
-        return math.sqrt(a_to) * x0 + math.sqrt(1.0 - a_to) * prediction
+            eps = (x - math.sqrt(a_from) * x0) / math.sqrt(1.0 - a_from)
+        return math.sqrt(a_to) * x0 + math.sqrt(1.0 - a_to) * eps
 
     def timesteps(self, steps: int, spacing: str = "leading", offset: int = 0) -> list[Level]:
         """DDIM's time grid as diffusers builds it, plus the clean end (``-1``): ``steps + 1`` levels."""
@@ -108,8 +120,12 @@ class VPSchedule:
 class FlowSchedule:
     """Rectified flow ``x_t = (1 - t) x0 + t noise`` with a velocity model and Euler steps."""
 
-    def step(self, x: Tensor, prediction: Tensor, t_from: Level, t_to: Level) -> Tensor:
-        """Euler from ``t_from`` to ``t_to``; with ``t_to > t_from`` this inverts one Euler step."""
+    def step(self, x: Tensor, prediction: Tensor, t_from: Level, t_to: Level,
+             label: Level | None = None) -> Tensor:
+        """Euler from ``t_from`` to ``t_to``; with ``t_to > t_from`` this inverts one Euler step.
+
+        The velocity is used as the network gave it, whatever level it was asked about (``label`` is unused).
+        """
         return x + (t_to - t_from) * prediction
 
     def timesteps(self, steps: int, shift: float = 1.0) -> list[Level]:
@@ -119,24 +135,37 @@ class FlowSchedule:
         return [float(t) for t in ts]
 
 
-def eps_from_v(x: Tensor, v: Tensor, alpha_bar: float) -> Tensor:
-    """eps from a v-prediction: eps = sqrt(ā) v + sqrt(1 - ā) x."""
-    return math.sqrt(alpha_bar) * v + math.sqrt(1.0 - alpha_bar) * x
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+"""What a VP network may be trained to output (diffusers' ``prediction_type`` names)."""
 
 
-def eps_from_x0(x: Tensor, x0: Tensor, alpha_bar: float) -> Tensor:
-    """eps from an x0-prediction: eps = (x - sqrt(ā) x0) / sqrt(1 - ā)."""
-    return (x - math.sqrt(alpha_bar) * x0) / math.sqrt(1.0 - alpha_bar)
+def vp_prediction(prediction_type: str, x: Tensor, output: Tensor, alpha_bar: float) -> Tensor:
+    """A VP network's raw output for ``x`` at its label as the canonical prediction ``VPSchedule.step`` takes.
 
+    ā > 0: eps (from v: eps = sqrt(ā) v + sqrt(1 - ā) x; from x0: eps = (x - sqrt(ā) x0) / sqrt(1 - ā)).
+    ā = 0: x0 (from v: x0 = -v), since eps equals x there.
 
-def v_from_eps(x: Tensor, eps: Tensor, alpha_bar: float) -> Tensor:
-    """v from an eps-prediction: v = (eps - sqrt(1 - ā) x) / sqrt(ā) (undefined where ā = 0)."""
-    return (eps - math.sqrt(1.0 - alpha_bar) * x) / math.sqrt(alpha_bar)
+    Args:
+        prediction_type: ``epsilon``, ``v_prediction`` or ``sample``.
+        x: the network's input; output: what it returned; alpha_bar: ā at the label it was asked about.
 
-
-def v_from_x0(x: Tensor, x0: Tensor, alpha_bar: float) -> Tensor:
-    """v from an x0-prediction: v = (sqrt(ā) x - x0) / sqrt(1 - ā)."""
-    return (math.sqrt(alpha_bar) * x - x0) / math.sqrt(1.0 - alpha_bar)
+    Raises:
+        ModelError: an unknown prediction type, or an eps network asked about ā = 0 (its answer carries no x0).
+    """
+    if prediction_type not in PREDICTION_TYPES:
+        raise ModelError(f"prediction type {prediction_type!r} is not one w2sd samples; set the model's "
+                         f"`prediction_type` to one of {', '.join(PREDICTION_TYPES)}.")
+    if alpha_bar == 0.0:
+        if prediction_type == "epsilon":
+            raise ModelError("an eps-predicting network cannot be sampled where ā = 0 (the first level of a "
+                             "zero-terminal-SNR schedule), as its answer says nothing about the image; start "
+                             "below that level (`timestep_spacing: leading`) or use a v-prediction model.")
+        return -output if prediction_type == "v_prediction" else output
+    if prediction_type == "v_prediction":
+        return math.sqrt(alpha_bar) * output + math.sqrt(1.0 - alpha_bar) * x
+    if prediction_type == "sample":
+        return (x - math.sqrt(alpha_bar) * output) / math.sqrt(1.0 - alpha_bar)
+    return output
 
 
 @dataclass
@@ -219,7 +248,7 @@ def sample_w2sd(strong: Denoiser, weak: Denoiser, final: Denoiser, x: Tensor, sc
             report(i, "reflect-denoise", t, t_next, denoised)
             eps_weak = meter("weak", weak, denoised, t)
             start, end = (_reference_start(grid, i), t_next) if reference_interval else (t_next, t)
-            x = schedule.step(denoised, eps_weak, start, end)
+            x = schedule.step(denoised, eps_weak, start, end, label=t)
             report(i, "reflect-invert", t, t_next, x)
         x = schedule.step(x, meter("final", final, x, t), t, t_next)
         report(i, "denoise", t, t_next, x)
@@ -243,7 +272,7 @@ def extrapolate(strong: Denoiser, weak: Denoiser, k: float = 1.0, base: Denoiser
     """The first-order control ``eps_base + k (eps_s - eps_w)`` at one point (autoguidance w = 1 + k).
 
     ``base`` defaults to ``strong``: ``eps_s + k (eps_s - eps_w)``. With W2SD's reflection sides and the final
-    denoiser as ``base`` this is what one W2SD step equals to first order (METHOD.md §2); for a guidance pair
+    denoiser as ``base`` this is what one W2SD step equals to first order (docs/method.md); for a guidance pair
     it is plain CFG at ``w_f + k (w_s - w_w)``.
     """
     parts = [strong, weak] if base is None or base is strong else [base, strong, weak]

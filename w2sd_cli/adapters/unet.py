@@ -1,4 +1,4 @@
-"""A diffusers UNet (eps or v prediction) plus conditioning and CFG, as a ``Denoiser``.
+"""A diffusers UNet (eps, v or x0 prediction) plus conditioning and CFG, as a ``Denoiser``.
 
 CFG 1 runs the conditional branch alone and CFG 0 the unconditional branch alone, each at batch 1;
 any other scale runs both branches in one batch-2 call.
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from w2sd_cli.errors import ModelError
-from w2sd_cli.sampling import Level, VPSchedule, eps_from_v, eps_from_x0, v_from_eps, v_from_x0
+from w2sd_cli.sampling import PREDICTION_TYPES, Level, VPSchedule, vp_prediction
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,12 @@ def unet_network(unet: Any, extra: Callable[[Tensor, Tensor, Conditioning], dict
 class CFGDenoiser:
     """eps of a conditional network at one CFG scale: ``eps_u + cfg (eps_c - eps_u)``.
 
+    Each branch's output is read once, at the label the network was asked about (``vp_prediction``): eps, or x0
+    where ā = 0; guidance combines those, which equals diffusers' guidance in the network's own terms.
+
     Args:
         network: the raw network call.
-        schedule: the VP schedule; predictions are converted to what it steps with (eps or v).
+        schedule: the VP schedule (its ā at the label converts the network's output).
         cond, uncond: conditioning of the two branches (``uncond`` unused at CFG 1).
         cfg: the guidance scale.
         prediction_type: ``epsilon``, ``v_prediction`` or ``sample``.
@@ -113,22 +116,10 @@ class CFGDenoiser:
         return self._convert(x, out, self.schedule.alpha_bar(t))
 
     def _convert(self, x: Tensor, out: Tensor, a: float) -> Tensor:
-        """The network's prediction in the schedule's terms (eps or v)."""
-        if getattr(self.schedule, "prediction", "epsilon") == "v_prediction":
-            if self.prediction_type == "epsilon":
-                if a == 0.0:
-                    raise ModelError("an eps-predicting network cannot be sampled where ā = 0 (a zero-terminal-SNR "
-                                     "schedule's first level); pair it with models of its own schedule.")
-                return v_from_eps(x, out, a)
-            return v_from_x0(x, out, a) if self.prediction_type == "sample" else out
-        if self.prediction_type == "v_prediction":
-            return eps_from_v(x, out, a)
-        if self.prediction_type == "sample":
-            return eps_from_x0(x, out, a)
-        return out
+        """The network's output at its label as the schedule's canonical prediction."""
+        return vp_prediction(self.prediction_type, x, out, a)
 
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 LEARNED_VARIANCE = ("learned", "learned_range")
 SPACINGS = ("leading", "trailing", "linspace")
 
@@ -139,18 +130,18 @@ def schedule_from_config(config: dict[str, Any]) -> VPSchedule:
     The class named by ``_class_name`` (DDIM when absent or unknown) gives the betas, so its ``beta_schedule``,
     ``trained_betas`` and ``rescale_betas_zero_snr`` apply, and ``clip_sample`` (off for classes that never clip);
     w2sd samples with DDIM, so ``DDIMScheduler.from_config`` over those betas gives ā and the clean end
-    (``set_alpha_to_one``). A zero-terminal-SNR schedule ends at ā = 0 exactly; v- and x0-predicting models are
-    then stepped in v, which stays finite there.
+    (``set_alpha_to_one``). A zero-terminal-SNR schedule ends at ā = 0 exactly; there v- and x0-predicting models
+    give x0 (``vp_prediction``), so the step stays finite. The prediction type is the denoiser's business, not the
+    schedule's.
 
     Raises:
         ModelError: a setting w2sd cannot honour (``thresholding``, a prediction type other than eps, v or x0,
             a learned variance, a scheduler with no betas such as flow matching).
     """
     named, ddim = _schedulers(config)
-    prediction = str(ddim.config.prediction_type)
     clip = float(named.config.get("clip_sample_range", 1.0)) if named.config.get("clip_sample", False) else None
     return VPSchedule(ddim.alphas_cumprod.to(torch.float64), final_alpha_cumprod=float(ddim.final_alpha_cumprod),
-                      clip_x0=clip, prediction="epsilon" if prediction == "epsilon" else "v_prediction")
+                      clip_x0=clip)
 
 
 def grid_from_config(schedule: VPSchedule, config: dict[str, Any], steps: int) -> list[Level]:
@@ -172,7 +163,7 @@ def grid_from_config(schedule: VPSchedule, config: dict[str, Any], steps: int) -
         raise ModelError(f"scheduler config: {steps} steps with `steps_offset: {ddim.config.steps_offset}` reach "
                          f"timestep {int(grid[0])}, past the model's last ({schedule.num_train_timesteps - 1}); "
                          "use fewer steps.")
-    if schedule.prediction == "epsilon" and schedule.alpha_bar(grid[0]) == 0.0:
+    if config.get("prediction_type", "epsilon") == "epsilon" and schedule.alpha_bar(grid[0]) == 0.0:
         raise ModelError("scheduler config: an eps-predicting model with a zero-terminal-SNR schedule "
                          "(`rescale_betas_zero_snr`) cannot start at timestep "
                          f"{int(grid[0])}, where ā = 0 and eps says nothing about the image; use "

@@ -1,4 +1,4 @@
-"""The ``analytic`` kind: Gaussian-mixture "models" with exact scores (METHOD.md §5).
+"""The ``analytic`` kind: Gaussian-mixture "models" with exact scores (docs/method.md).
 
 Each side names a mixture; the card's options name the ideal one. Outputs are sample sets; the card's
 ``mixture-stats`` metric reports what W2SD did to precision and diversity against the ideal.
@@ -29,7 +29,7 @@ class AnalyticKind(PairKind):
     """Exact Gaussian-mixture pairs: see when W2SD helps, and when it hurts."""
 
     name = "analytic"
-    summary = "Gaussian mixtures with closed-form scores (exact oracle; METHOD.md §5)"
+    summary = "Gaussian mixtures with closed-form scores (exact oracle; docs/method.md)"
     options_model = AnalyticOptions
     output = "samples"
     conditioning = "none"

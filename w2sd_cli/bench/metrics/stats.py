@@ -44,7 +44,7 @@ class ImageStats:
 
 
 class MixtureStats:
-    """Analytic pairs: how a sample set matches the card's ideal mixture (METHOD.md §5)."""
+    """Analytic pairs: how a sample set matches the card's ideal mixture (docs/method.md)."""
 
     name = "mixture-stats"
     summary = ("analytic pairs: KL and total variation of mode occupancy to the ideal weights, mean log-likelihood "
