@@ -251,7 +251,8 @@ class LoadedPair(Protocol):
 class PairKind:
     """Base class of a pair kind: set ``name`` and ``summary``, implement ``load``.
 
-    ``options_model`` (a strict pydantic model) validates the card's ``options``; ``check`` runs when a
+    ``options_model`` (a strict pydantic model) validates the card's ``options`` and ``side_model`` each side's
+    knobs (``sides``: a plugin kind declares its own knobs there); ``check`` runs when a
     card is shown or used, so a bad card fails early with its file named. ``model_keys`` names the card's
     models the engine must download before ``load``.
 
@@ -270,6 +271,7 @@ class PairKind:
     output: ClassVar[Output] = "image"
     conditioning: ClassVar[Conditioning] = "text"
     options_model: ClassVar[type[BaseModel] | None] = None
+    side_model: ClassVar[type[BaseModel] | None] = None
     small: ClassVar[bool] = False
     gen_methods: ClassVar[tuple[str, ...]] = ("w2sd",)
     compare_methods: ClassVar[tuple[str, ...]] = ("weak", "strong", "w2sd")
@@ -285,9 +287,29 @@ class PairKind:
         except ValidationError as err:
             raise CardError(format_validation_error(err, f"pair {card.name!r} options")) from None
 
+    def sides(self, card: PairCard) -> dict[str, Any]:
+        """The card's ``strong``, ``weak`` and ``final`` knobs validated by ``side_model`` (or the raw sides).
+
+        Raises:
+            CardError: naming the card's file and every bad field (``strong.cfg: ...``).
+        """
+        raw = {name: getattr(card, name) for name in ("strong", "weak", "final")}
+        if self.side_model is None:
+            return raw
+        out, problems = {}, []
+        for name, side in raw.items():
+            try:
+                out[name] = self.side_model.model_validate(side.knobs())
+            except ValidationError as err:
+                problems.append(format_validation_error(err, "", name).removeprefix(": invalid pair card: "))
+        if problems:
+            raise CardError(f"{card.origin}: invalid pair card (kind {self.name}): " + " ".join(problems))
+        return out
+
     def check(self, card: PairCard) -> None:
         """Raise ``CardError`` when the card cannot work with this kind."""
         self.options(card)
+        self.sides(card)
 
     def model_keys(self, card: PairCard) -> list[str]:
         """The card's models this kind needs (downloaded by the engine before ``load``)."""
