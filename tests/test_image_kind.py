@@ -25,8 +25,8 @@ from w2sd_cli.api import pair_from_card
 from w2sd_cli.cards import parse_card
 from w2sd_cli.errors import CardError, InputError, ModelError
 from w2sd_cli.images import read_recipe
-from w2sd_cli.kinds.image import DiffusersKind
-from w2sd_cli.kinds.image_sides import resolve_sides
+from w2sd_cli.kinds.diffusers import DiffusersKind
+from w2sd_cli.methods import plain_weak
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,16 @@ def run(card_data: dict[str, Any], out: Path, *, prompt: str = "a photo", seed: 
     files = made.save(out)
     return Result(files, {**made.summary(files), **made.samples[methods[-1]][0].recipe["provenance"],
                           "embeddings_computed": pair.engine.loaded.embeddings_computed})
+
+
+def resolve_sides(card: Any, final_cfg: float | None = None) -> dict[str, Any]:
+    """The card's sides as the kind resolves them, with the method table's plain weak side."""
+    from dataclasses import replace
+
+    sides = DiffusersKind().resolve(card)
+    if final_cfg is not None:
+        sides["final"] = replace(sides["final"], cfg=final_cfg)
+    return {**sides, "weak_plain": plain_weak(sides, ("cfg", "guidance"))}
 
 
 def pixels(path: Path) -> bytes:
@@ -333,8 +343,7 @@ def test_text_encoder_lora_scales_change_the_embeddings_once_per_scale(models: d
     from w2sd_cli.adapters.lora import LoraScales
     from w2sd_cli.adapters.models import load_folder
     from w2sd_cli.adapters.text import PromptEncoder
-    from w2sd_cli.kinds.image_session import _load_loras
-    from w2sd_cli.kinds.image_sides import resolve_sides
+    from w2sd_cli.kinds.diffusers_pair import _load_loras
 
     card = parse_card(data)
     model = load_folder(models["sd"], torch.float32)
@@ -349,7 +358,7 @@ def test_text_encoder_lora_scales_change_the_embeddings_once_per_scale(models: d
 
 
 def test_store_blobs_get_a_suffixed_link(isolated_home: Path, tmp_path: Path) -> None:
-    from w2sd_cli.kinds.image_session import _with_suffix
+    from w2sd_cli.kinds.diffusers_pair import _with_suffix
 
     blob = tmp_path / ("ab" * 32)
     blob.write_bytes(b"x")

@@ -15,8 +15,8 @@ from w2sd_cli.paths import registry_dir
 
 KINDS = {
     "analytic": "w2sd_cli.kinds.analytic:AnalyticKind",
-    "diffusers": "w2sd_cli.kinds.image:DiffusersKind",
-    "flow": "w2sd_cli.kinds.flow:FlowKind",
+    "diffusers": "w2sd_cli.kinds.diffusers:DiffusersKind",
+    "flow": "w2sd_cli.kinds.diffusers:FlowKind",
     "moe-experts": "w2sd_cli.kinds.moe:MoEExpertsKind",
     "toy-unet": "w2sd_cli.kinds.shapes:ToyUNetKind",
 }

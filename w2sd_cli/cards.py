@@ -144,29 +144,37 @@ class MixtureSpec(Strict):
         return self
 
 
-class Side(Strict):
-    """What one side of the pair (strong, weak or final) sets; each kind reads the knobs it needs."""
+class Side(BaseModel):
+    """What one side of the pair (strong, weak or final) sets, as the card writes it.
 
-    model: str | None = Field(None, description="key into the card's models")
-    lora: str | None = Field(None, description="key into the card's models (a LoRA)")
-    lora_scale: float | None = None
-    cfg: float | None = Field(None, ge=0, description="0 = unconditional only, 1 = conditional only")
-    prompt: str | None = Field(None, description="prompt template; {prompt} is the user's prompt")
-    negative_prompt: str | None = None
-    control: str | None = Field(None, description="key into the card's models (a ControlNet)")
-    control_scale: float | None = None
-    experts: Literal["top", "bottom", "random"] | None = None
-    mixture: MixtureSpec | None = None
-    guidance: float | None = Field(None, ge=0, description="distilled guidance of a guidance-embedding model "
-                                   "(FLUX.1-dev), an input of its one network call; flow pairs only")
+    The card's kind validates the knobs with its own side model (``PairKind.side_model``, ``PairKind.sides``), so
+    a plugin kind can add knobs; here only their names are checked (``model``, ``lora`` and ``control`` must name
+    one of the card's models). Reading an unset knob as an attribute gives ``None``.
+    """
 
-    @model_serializer(mode="wrap")
-    def _without_unset_guidance(self, handler: SerializerFunctionWrapHandler) -> Any:
-        """Sides without guidance dump (and digest) exactly as before the field existed."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("guidance") is None:
-            data.pop("guidance", None)
-        return data
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    def knobs(self) -> dict[str, Any]:
+        """The knobs the card sets, as written."""
+        return dict(self.__pydantic_extra__ or {})
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            return super().__getattr__(name)  # type: ignore[misc]
+        return (self.__pydantic_extra__ or {}).get(name)
+
+    @model_validator(mode="after")
+    def _knob_names(self) -> Side:
+        for key in self.knobs():
+            if not re.match(r"^[a-z][a-z0-9_]*$", key):
+                raise ValueError(f"{key!r} is not a knob name (lower-case letters, digits and _)")
+        return self
+
+
+LEGACY_SIDE_KNOBS = ("model", "lora", "lora_scale", "cfg", "prompt", "negative_prompt", "control", "control_scale",
+                     "experts", "mixture")
+"""The knobs every side was dumped with before kinds owned their sides: the digest keeps that canonical form, so
+an unchanged card keeps its digest."""
 
 
 class Source(Strict):
@@ -215,6 +223,12 @@ class PairCard(Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     _digest: str | None = PrivateAttr(default=None)
+    _origin: str = PrivateAttr(default="<card>")
+
+    @property
+    def origin(self) -> str:
+        """Where the card was read from (a file path or ``plugin NAME``), for error messages."""
+        return self._origin
 
     @model_validator(mode="after")
     def _references_resolve(self) -> PairCard:
@@ -224,7 +238,7 @@ class PairCard(Strict):
         for side_name in ("strong", "weak", "final"):
             side: Side = getattr(self, side_name)
             for knob in ("model", "lora", "control"):
-                key = getattr(side, knob)
+                key = side.knobs().get(knob)
                 if key is not None and key not in self.models:
                     known = ", ".join(sorted(self.models)) or "none"
                     raise ValueError(f"{side_name}.{knob} names model {key!r}, not in models ({known})")
@@ -242,8 +256,31 @@ class PairCard(Strict):
         so the digest does not depend on where the card is installed): what a result was made with."""
         if self._digest is not None:
             return self._digest
-        blob = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True).encode()
+        data = self.model_dump(mode="json", by_alias=True)
+        for name in ("strong", "weak", "final"):
+            data[name] = _canonical_side(getattr(self, name).knobs())
+        blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _canonical_side(knobs: dict[str, Any]) -> dict[str, Any]:
+    side: dict[str, Any] = {**dict.fromkeys(LEGACY_SIDE_KNOBS), **knobs}
+    if side.get("guidance") is None:
+        side.pop("guidance", None)
+    if isinstance(side.get("mixture"), dict):  # as the mixture model dumped it: floats, stds as written
+        m = side["mixture"]
+        side["mixture"] = {"weights": _floats(m.get("weights")), "means": [_floats(x) for x in m.get("means") or []],
+                           "stds": _floats(m.get("stds"))}
+    for key in ("lora_scale", "cfg", "control_scale"):
+        if isinstance(side.get(key), int) and not isinstance(side[key], bool):
+            side[key] = float(side[key])
+    return side
+
+
+def _floats(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_floats(v) for v in value]
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
 def parse_card(data: Any, origin: str = "<card>", base_dir: Path | None = None) -> PairCard:
@@ -267,6 +304,7 @@ def parse_card(data: Any, origin: str = "<card>", base_dir: Path | None = None) 
         digest = card.digest()
         card = _absolute_paths(card, base_dir)
         card._digest = digest  # the copy made by _absolute_paths forgot it
+    card._origin = origin
     return card
 
 
@@ -283,11 +321,11 @@ def load_card(path: Path) -> PairCard:
     return parse_card(data, str(path), path.parent)
 
 
-def format_validation_error(err: ValidationError, origin: str) -> str:
-    """One paragraph naming every bad field by its path."""
+def format_validation_error(err: ValidationError, origin: str, prefix: str = "") -> str:
+    """One paragraph naming every bad field by its path (under ``prefix``, e.g. ``strong``)."""
     problems = []
     for item in err.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(card)"
+        where = ".".join([prefix] * bool(prefix) + [str(p) for p in item["loc"]]) or "(card)"
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling against `w2sd pairs show` of a built-in card)"

@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING, Any
 from w2sd_cli.cards import PairCard
 from w2sd_cli.errors import InputError, Interrupted, ModelError
 from w2sd_cli.kinds.base import Condition, LoadedPair, LoadSettings, PairKind, PreparedPair, Settings
-from w2sd_cli.methods import get_method
+from w2sd_cli.methods import BUILTIN, Plan, canonical, get_method
 from w2sd_cli.threads import small_work_threads
 
 if TYPE_CHECKING:
     from w2sd_cli.sampling import Callback
 
 Observer = Callable[[dict[str, Any]], None]
+KEPT = 256
+"""Outputs the engine keeps for coinciding methods of one condition; past that, a coinciding method renders again."""
 
 
 @dataclass
@@ -92,9 +94,10 @@ class Engine:
         self.metric_names = list(card.metrics if metrics is None else metrics)
         self._prepared: tuple[Condition, Settings, PreparedPair] | None = None
         self._metrics: dict[str, Any] = {}
-        self._recent: dict[str, dict[int, Sample]] = {}
-        """The last batch of each method for the current condition, by seed: a method that coincides with one
-        rendered already is copied, not rendered again (bounded: methods × batch size)."""
+        self._recent: dict[tuple[str, Settings], dict[int, Sample]] = {}
+        """What each rendered method made for the current condition, by seed: a method that coincides with one
+        rendered already is copied, not rendered again (cleared when the condition changes)."""
+        self._plan_cache: dict[Settings, dict[str, Plan | None]] = {}
 
     @property
     def output(self) -> str:
@@ -108,21 +111,51 @@ class Engine:
         check_condition(self.card, self.kind, condition)
         prepared = self.loaded.prepare(condition, settings)
         self._prepared = (condition, settings, prepared)
-        self._recent = {}
+        self._recent, self._plan_cache = {}, {}
         return prepared
 
     def render(self, condition: Condition, seeds: Sequence[int], method: str, *,
                settings: Settings | None = None, observer: Observer | None = None) -> list[Sample]:
-        """Sample ``method`` from each seed's noise in one batch; decode; score with the card's metrics."""
-        import torch
+        """Sample ``method`` from each seed's noise in one batch; decode; score with the card's metrics.
 
+        A method whose plan equals another's (``w2sd_cli.methods.canonical``) is the copy of that one's render,
+        made once per seed whatever the order of the methods asked for or the number of seeds.
+        """
         settings = settings or self.settings
         prepared = self.prepare(condition, settings)
+        get_method(method)
+        rendered = canonical(method, self._plans(prepared, settings, method))
+        done = self._recent.setdefault((rendered, settings), {})
+        missing = [seed for seed in seeds if seed not in done]
+        made = {s.seed: s for s in self._render(condition, missing, rendered, prepared, settings, observer)} \
+            if missing else {}
+        kept = {**{seed: done[seed] for seed in seeds if seed in done}, **made}
+        self._keep(done, made)
+        if rendered == method:
+            return [kept[seed] for seed in seeds]
+        return [self._copy(kept[seed], method, prepared, settings) for seed in seeds]
+
+    def _keep(self, done: dict[int, Sample], made: dict[int, Sample]) -> None:
+        """Remember ``made`` for methods that coincide with it, at most ``KEPT`` outputs in all (oldest go first)."""
+        done.update(made)
+        while sum(len(d) for d in self._recent.values()) > KEPT:
+            oldest = next(d for d in self._recent.values() if d)
+            oldest.pop(next(iter(oldest)))
+
+    def _plans(self, prepared: PreparedPair, settings: Settings, method: str) -> dict[str, Plan | None]:
+        """Every built-in method's plan and ``method``'s, for this prepared pair and settings (kept per settings)."""
+        plans = self._plan_cache.setdefault(settings, {})
+        for name in dict.fromkeys([*BUILTIN, method]):
+            if name not in plans:
+                make = get_method(name).plan
+                plans[name] = make(prepared, settings) if make is not None else None
+        return plans
+
+    def _render(self, condition: Condition, seeds: Sequence[int], method: str, prepared: PreparedPair,
+                settings: Settings, observer: Observer | None) -> list[Sample]:
+        import torch
+
         runner = get_method(method)
-        same_as = runner.same_as(prepared) if runner.same_as is not None else None
-        done = self._recent.get(same_as or "", {})
-        if same_as is not None and all(seed in done for seed in seeds):
-            return [self._copy(done[seed], method, prepared, settings) for seed in seeds]
         started = time.perf_counter()
         x = torch.cat([prepared.noise(seed) for seed in seeds])
         threads = small_work_threads("cpu") if self.kind.small else contextlib.nullcontext()
@@ -141,11 +174,10 @@ class Engine:
         for seed, output in zip(seeds, outputs, strict=True):
             recipe = self.recipe(condition, seed, method, prepared, settings)
             recipe.update(nfe=result.nfe, calls=result.calls,
-                          cost=result.cost, seconds=round(seconds, 4), same_as=same_as)
+                          cost=result.cost, seconds=round(seconds, 4), same_as=None)
             samples.append(Sample(method, seed, condition, output, self.output, result.nfe, result.cost,
-                                  round(seconds, 4), recipe, warnings=list(prepared.warnings), same_as=same_as))
+                                  round(seconds, 4), recipe, warnings=list(prepared.warnings)))
         self.score(samples)
-        self._recent[method] = {sample.seed: sample for sample in samples}
         return samples
 
     def _copy(self, source: Sample, method: str, prepared: PreparedPair, settings: Settings) -> Sample:
@@ -192,7 +224,9 @@ class Engine:
             "provenance": self.loaded.provenance(), "versions": versions(),
         }
         if prepared is not None:
-            recipe.update(sides=prepared.sides, grid=[float(t) for t in prepared.grid], warnings=prepared.warnings)
+            plan = self._plans(prepared, settings, method).get(method)
+            grid = plan.grid if plan is not None else prepared.grid
+            recipe.update(sides=prepared.sides, grid=[float(t) for t in grid], warnings=prepared.warnings)
         return redact_data(recipe)  # type: ignore[return-value]
 
     def score(self, samples: list[Sample]) -> None:

@@ -1,4 +1,4 @@
-"""``from_pipelines``: W2SD over your own diffusers SD 1.x/2.x or SDXL pipelines, with no card.
+"""``from_pipelines``: W2SD over your own diffusers SD 1.x/2.x, SDXL, SD3.x or FLUX.1 pipelines, with no card.
 
     >>> from diffusers import StableDiffusionPipeline
     >>> base = StableDiffusionPipeline.from_pretrained(...)        # your weak model
@@ -26,12 +26,14 @@ class SideKnobs:
 
     Attributes:
         cfg: the CFG scale (0 = unconditional only, 1 = conditional only).
+        guidance: the distilled guidance of a guidance-distilled model (FLUX.1-dev).
         lora_scales: adapter name -> scale on the pipeline's UNet (and text encoders that carry the adapter).
         prompt: a template; ``{prompt}`` is the caller's prompt.
         negative_prompt: the negative prompt of this side.
     """
 
     cfg: float | None = None
+    guidance: float | None = None
     lora_scales: dict[str, float] | None = None
     prompt: str | None = None
     negative_prompt: str | None = None
@@ -39,23 +41,27 @@ class SideKnobs:
 
 def from_pipelines(strong: Any, weak: Any, final: Any = None, *, strong_side: SideKnobs | None = None,
                    weak_side: SideKnobs | None = None, final_side: SideKnobs | None = None, steps: int = 50,
-                   name: str = "pipelines") -> Pair:
-    """A ``Pair`` over already-loaded diffusers pipelines (SD 1.x/2.x or SDXL, all of one family).
+                   text_encoder_lora: bool = True, name: str = "pipelines") -> Pair:
+    """A ``Pair`` over already-loaded diffusers pipelines (SD 1.x/2.x, SDXL, SD3.x or FLUX.1, all of one family).
 
     Args:
         strong, weak: the strong and weak pipelines (they may be the same object with different LoRA scales).
         final: the pipeline of the closing denoise step (default: ``strong``).
-        strong_side, weak_side, final_side: each side's CFG, LoRA scales, prompt template and negative prompt;
-            the final side inherits what it leaves unset from the strong side, except its CFG (default 5.5).
+        strong_side, weak_side, final_side: each side's CFG, distilled guidance, LoRA scales, prompt template and
+            negative prompt; the final side inherits what it leaves unset from the strong side, except its CFG on
+            SD/SDXL (default 5.5).
         steps: default sampling steps.
+        text_encoder_lora: apply each side's LoRA scales to text encoders that carry the adapter too (``False``:
+            prompts are encoded with the LoRA switched off, as the paper's reference code does).
         name: the pair's name in recipes.
 
     Returns:
         A ``Pair``; ``generate``/``compare`` work as for a named pair.
     """
-    from w2sd_cli.adapters.lora import LoraScales
-    from w2sd_cli.kinds.image import DiffusersKind, DiffusersOptions
-    from w2sd_cli.kinds.image_session import DiffusersPair, prompt_encoders, unique
+    from dataclasses import replace
+
+    from w2sd_cli.kinds.diffusers import DiffusersKind, DiffusersOptions
+    from w2sd_cli.kinds.diffusers_pair import DiffusersPair
 
     pipes = {"strong": strong, "weak": weak, "final": final if final is not None else strong}
     knobs = {"strong": strong_side or SideKnobs(), "weak": weak_side or SideKnobs(), "final": final_side or SideKnobs()}
@@ -63,37 +69,43 @@ def from_pipelines(strong: Any, weak: Any, final: Any = None, *, strong_side: Si
     if len({m.family for m in models.values()}) > 1:
         from w2sd_cli.errors import InputError
 
-        raise InputError("from_pipelines: the pipelines mix SD and SDXL; both sides must share a latent space.")
+        raise InputError("from_pipelines: the pipelines are of different families "
+                         f"({', '.join(sorted({m.family for m in models.values()}))}); all sides must share a latent "
+                         "space.")
     card = parse_card({
         "schema": 1, "name": name, "kind": "diffusers",
         "description": "W2SD over caller-supplied diffusers pipelines (w2sd_cli.from_pipelines).",
         "models": {role: {"path": f"<{type(pipe).__name__} given to from_pipelines>"} for role, pipe in pipes.items()},
         "strong": _side("strong", knobs["strong"]), "weak": _side("weak", knobs["weak"]),
         "final": _side("final", knobs["final"]), "defaults": {"steps": steps},
+        "options": {"text_encoder_lora": text_encoder_lora},
     }, "from_pipelines")
-    unet = models["strong"].unet
-    device, dtype = unet.device, unet.dtype
-    lora = LoraScales.scan(unique([c.unet for c in models.values()]))
-    options = DiffusersOptions()
-    encoders = prompt_encoders(models, device, dtype, options.clip_skip)
-    scales = {role: dict(k.lora_scales or {}) for role, k in knobs.items()}
-    scales["final"] = dict(knobs["final"].lora_scales if knobs["final"].lora_scales is not None else scales["strong"])
-    scales["weak_plain"] = scales["weak"]
-    loaded = DiffusersPair(card, options, device, dtype, models, encoders, lora,
-                           {role: {"pipeline": type(p).__name__} for role, p in pipes.items()}, adapter_scales=scales)
-    load = LoadSettings(device=str(device), dtype=str(dtype).removeprefix("torch."))
     kind = DiffusersKind()
+    options: DiffusersOptions = kind.options(card)
+    final_knobs = knobs["final"].lora_scales if knobs["final"].lora_scales is not None else knobs["strong"].lora_scales
+    scales = {**{role: knobs[role].lora_scales or {} for role in ("strong", "weak")}, "final": final_knobs or {}}
+    sides = {role: replace(spec, adapter_scales=tuple(sorted(scales[role].items())))
+             for role, spec in kind.resolve(card).items()}
+    net = models["strong"].net
+    device, dtype = net.device, net.dtype
+    loaded = DiffusersPair.assemble(card, options, sides, models, device, dtype,
+                                    {role: {"pipeline": type(p).__name__} for role, p in pipes.items()})
+    load = LoadSettings(device=str(device), dtype=str(dtype).removeprefix("torch."))
     return Pair(card, kind, Engine(card, kind, loaded, Settings.resolve(card), load))
 
 
 def components_of(pipe: Any) -> Any:
-    """The parts of a diffusers SD or SDXL pipeline, as w2sd's ``Components``."""
-    from w2sd_cli.adapters.models import Components
+    """The parts of a diffusers SD, SDXL, SD3 or FLUX pipeline, as w2sd's components."""
     from w2sd_cli.errors import InputError
 
-    if getattr(pipe, "unet", None) is None or getattr(pipe, "vae", None) is None:
-        raise InputError(f"from_pipelines: {type(pipe).__name__} has no UNet and VAE; give Stable Diffusion "
-                         "(1.x/2.x) or SDXL pipelines.")
+    transformer = getattr(pipe, "transformer", None)
+    if getattr(pipe, "vae", None) is None or (getattr(pipe, "unet", None) is None and transformer is None):
+        raise InputError(f"from_pipelines: {type(pipe).__name__} has no UNet or transformer and VAE; give Stable "
+                         "Diffusion (1.x/2.x), SDXL, SD3 or FLUX pipelines.")
+    if transformer is not None:
+        return _flow_components(pipe)
+    from w2sd_cli.adapters.models import Components
+
     sdxl = getattr(pipe, "text_encoder_2", None) is not None
     encoders = [pipe.text_encoder, pipe.text_encoder_2] if sdxl else [pipe.text_encoder]
     tokenizers = [pipe.tokenizer, pipe.tokenizer_2] if sdxl else [pipe.tokenizer]
@@ -102,9 +114,21 @@ def components_of(pipe: Any) -> Any:
                       force_zeros, {"source": type(pipe).__name__}, _container=pipe)
 
 
+def _flow_components(pipe: Any) -> Any:
+    from w2sd_cli.adapters.flow import FlowComponents
+
+    flux = "Flux" in type(pipe.transformer).__name__
+    count = 2 if flux else 3
+    names = ["text_encoder"] + [f"text_encoder_{i}" for i in range(2, count + 1)]
+    encoders = [getattr(pipe, n, None) for n in names]
+    tokenizers = [getattr(pipe, n.replace("text_encoder", "tokenizer"), None) for n in names]
+    return FlowComponents("flux" if flux else "sd3", pipe.transformer, pipe.vae, encoders, tokenizers,
+                          dict(pipe.scheduler.config), {"source": type(pipe).__name__}, _container=pipe)
+
+
 def _side(role: str, knobs: SideKnobs) -> dict[str, Any]:
     side: dict[str, Any] = {"model": role}
-    for key in ("cfg", "prompt", "negative_prompt"):
+    for key in ("cfg", "guidance", "prompt", "negative_prompt"):
         value = getattr(knobs, key)
         if value is not None:
             side[key] = value

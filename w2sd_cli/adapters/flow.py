@@ -11,7 +11,7 @@ steps commute with it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ from torch import Tensor
 
 from w2sd_cli.adapters.lora import LoraScales
 from w2sd_cli.adapters.models import first_line, read_json
+from w2sd_cli.adapters.unet import Conditioning, Network
 from w2sd_cli.errors import ModelError
 from w2sd_cli.sampling import Level
 
@@ -50,6 +51,10 @@ class FlowComponents:
     scheduler_config: dict[str, Any]
     info: dict[str, Any] = field(default_factory=dict)
     _container: Any = None
+
+    @property
+    def net(self) -> Any:
+        return self.transformer
 
     @property
     def vae_scale_factor(self) -> int:
@@ -203,23 +208,6 @@ def image_tokens(family: str, latent_height: int, latent_width: int, patch_size:
     return (latent_height // patch) * (latent_width // patch)
 
 
-@dataclass(frozen=True)
-class FlowConditioning:
-    """One branch's text conditioning: token states, pooled embedding (and FLUX's text position ids)."""
-
-    states: Tensor
-    pooled: Tensor
-
-    def to_batch(self, n: int) -> FlowConditioning:
-        if self.states.shape[0] == n:
-            return self
-        return FlowConditioning(self.states.expand(n, *self.states.shape[1:]),
-                                self.pooled.expand(n, *self.pooled.shape[1:]))
-
-    def batch(self, other: FlowConditioning) -> FlowConditioning:
-        return FlowConditioning(torch.cat([self.states, other.states]), torch.cat([self.pooled, other.pooled]))
-
-
 @dataclass
 class FlowPromptEncoder:
     """Prompt embeddings of one set of text encoders, as diffusers' SD3 and FLUX pipelines compute them.
@@ -237,9 +225,12 @@ class FlowPromptEncoder:
     joint_attention_dim: int = 4096
     offload: bool = False
     lora: LoraScales | None = None
-    _cache: dict[tuple[Any, ...], FlowConditioning] = field(default_factory=dict)
+    _cache: dict[tuple[Any, ...], Conditioning] = field(default_factory=dict)
 
-    def encode(self, prompt: str, lora_scales: Mapping[str, float] | None = None) -> FlowConditioning:
+    def encode(self, prompt: str | None, lora_scales: Mapping[str, float] | None = None, *, negative: bool = False,
+               size: tuple[int, int] | None = None) -> Conditioning:
+        """The conditioning of one prompt: token states, and the pooled embedding as ``added["pooled"]``."""
+        prompt = prompt or ""
         adapters = self.lora.adapters if self.lora is not None else set()
         scales = {k: v for k, v in (lora_scales or {}).items() if k in adapters}
         key = (prompt, tuple(sorted(scales.items())))
@@ -273,7 +264,7 @@ class FlowPromptEncoder:
         return tokenizer(prompt, padding="max_length", max_length=self._length(index, tokenizer), truncation=True,
                          return_tensors="pt").input_ids
 
-    def _sd3(self, prompt: str) -> FlowConditioning:
+    def _sd3(self, prompt: str) -> Conditioning:
         states, pooled = [], []
         for i in (0, 1):
             with self._visit(self.encoders[i]) as encoder:
@@ -288,14 +279,14 @@ class FlowPromptEncoder:
             with self._visit(self.encoders[2]) as encoder:
                 t5 = encoder(self._ids(2, prompt).to(self._where(encoder)))[0].to(self.device, self.dtype)
         clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
-        return FlowConditioning(torch.cat([clip, t5], dim=-2), torch.cat(pooled, dim=-1))
+        return Conditioning(torch.cat([clip, t5], dim=-2), {"pooled": torch.cat(pooled, dim=-1)})
 
-    def _flux(self, prompt: str) -> FlowConditioning:
+    def _flux(self, prompt: str) -> Conditioning:
         with self._visit(self.encoders[0]) as encoder:
             pooled = encoder(self._ids(0, prompt).to(self._where(encoder)), output_hidden_states=False).pooler_output
         with self._visit(self.encoders[1]) as encoder:
             states = encoder(self._ids(1, prompt).to(self._where(encoder)), output_hidden_states=False)[0]
-        return FlowConditioning(states.to(self.device, self.dtype), pooled.to(self.device, self.dtype))
+        return Conditioning(states.to(self.device, self.dtype), {"pooled": pooled.to(self.device, self.dtype)})
 
     @contextmanager
     def _visit(self, module: Any) -> Iterator[Any]:
@@ -322,36 +313,31 @@ def visiting(module: Any, device: torch.device, offload: bool) -> Iterator[None]
             torch.cuda.empty_cache()
 
 
-FlowNetwork = Callable[[Tensor, Level, FlowConditioning, float | None], Tensor]
-"""``network(x, t, conditioning, guidance) -> velocity`` on unpacked latents, in the network's dtype."""
-
-
-def sd3_network(transformer: Any) -> FlowNetwork:
+def sd3_network(transformer: Any, guidance: float | None = None) -> Network:
     """SD3's MMDiT: timestep ``1000 t`` (float32, as the scheduler's ``timesteps``); no guidance input."""
 
-    def call(x: Tensor, t: Level, cond: FlowConditioning, guidance: float | None) -> Tensor:
-        timestep = (torch.full((x.shape[0],), float(t), dtype=torch.float32) * 1000).to(x.device)
-        return transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=cond.states,
-                           pooled_projections=cond.pooled, return_dict=False)[0]
+    def call(x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
+        return transformer(hidden_states=x, timestep=(t.float() * 1000), encoder_hidden_states=cond.hidden_states,
+                           pooled_projections=cond.added["pooled"], return_dict=False)[0]
 
     return call
 
 
-def flux_network(transformer: Any) -> FlowNetwork:
+def flux_network(transformer: Any, guidance: float | None = None) -> Network:
     """FLUX: 2×2-packed latents with position ids, timestep ``t`` (FluxPipeline's ``t·1000 → dtype → /1000``),
     and the distilled guidance as an input on guidance-embedding models."""
     embeds = bool(getattr(transformer.config, "guidance_embeds", False))
 
-    def call(x: Tensor, t: Level, cond: FlowConditioning, guidance: float | None) -> Tensor:
+    def call(x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
         b, c, h, w = x.shape
         packed = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
-        timestep = (torch.full((b,), float(t), dtype=torch.float32) * 1000).to(x.device, x.dtype) / 1000
+        timestep = (t.float() * 1000).to(x.dtype) / 1000
         g = None
         if embeds:
             g = torch.full((b,), DEFAULT_GUIDANCE if guidance is None else float(guidance), dtype=torch.float32,
                            device=x.device)
-        out = transformer(hidden_states=packed, timestep=timestep, guidance=g, pooled_projections=cond.pooled,
-                          encoder_hidden_states=cond.states, txt_ids=_text_ids(cond, x),
+        out = transformer(hidden_states=packed, timestep=timestep, guidance=g, pooled_projections=cond.added["pooled"],
+                          encoder_hidden_states=cond.hidden_states, txt_ids=_text_ids(cond, x),
                           img_ids=_image_ids(h // 2, w // 2, x), return_dict=False)[0]
         return out.view(b, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
 
@@ -365,49 +351,8 @@ def _image_ids(h: int, w: int, like: Tensor) -> Tensor:
     return ids.reshape(h * w, 3).to(like.device, like.dtype)
 
 
-def _text_ids(cond: FlowConditioning, like: Tensor) -> Tensor:
-    return torch.zeros(cond.states.shape[1], 3, device=like.device, dtype=cond.states.dtype)
-
-
-@dataclass
-class FlowDenoiser:
-    """The velocity of a flow transformer at one true-CFG scale and one distilled guidance.
-
-    CFG 1 runs the conditional branch alone and CFG 0 the unconditional one, each at batch 1; any other scale
-    runs both in one batch-2 call: ``v_u + cfg (v_c - v_u)``. ``guidance`` (FLUX.1-dev) is an input of the one
-    call, not a second branch.
-    """
-
-    network: FlowNetwork
-    cond: FlowConditioning
-    uncond: FlowConditioning | None
-    cfg: float
-    guidance: float | None = None
-    dtype: torch.dtype | None = None
-    before: Callable[[], None] | None = None
-    """Run before every network call (switches the LoRA scales of this side)."""
-
-    @property
-    def cost(self) -> float:
-        return 1.0 if self.cfg in (0.0, 1.0) else 2.0
-
-    def __call__(self, x: Tensor, t: Level) -> Tensor:
-        if self.before is not None:
-            self.before()
-        if self.cfg == 1.0 or self.uncond is None:
-            if self.uncond is None and self.cfg != 1.0:
-                raise ValueError("CFG other than 1 needs an unconditional branch")
-            return self._velocity(x, t, self.cond)
-        if self.cfg == 0.0:
-            return self._velocity(x, t, self.uncond)
-        n = x.shape[0]
-        both = self._velocity(torch.cat([x, x]), t, self.uncond.to_batch(n).batch(self.cond.to_batch(n)))
-        v_uncond, v_cond = both.chunk(2)
-        return v_uncond + self.cfg * (v_cond - v_uncond)
-
-    def _velocity(self, x: Tensor, t: Level, cond: FlowConditioning) -> Tensor:
-        net_x = x.to(self.dtype) if self.dtype is not None else x
-        return self.network(net_x, t, cond.to_batch(x.shape[0]), self.guidance).to(x.dtype)
+def _text_ids(cond: Conditioning, like: Tensor) -> Tensor:
+    return torch.zeros(cond.hidden_states.shape[1], 3, device=like.device, dtype=cond.hidden_states.dtype)
 
 
 def _scheduler_config(folder: Path) -> dict[str, Any]:

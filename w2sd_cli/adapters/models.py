@@ -43,6 +43,10 @@ class Components:
     _container: Any = None
 
     @property
+    def net(self) -> Any:
+        return self.unet
+
+    @property
     def vae_scale_factor(self) -> int:
         return int(2 ** (len(self.vae.config.block_out_channels) - 1))
 

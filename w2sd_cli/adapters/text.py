@@ -28,7 +28,7 @@ class PromptEncoder:
         tokenizers, encoders: matching lists.
         device, dtype: where embeddings go and the UNet's dtype.
         clip_skip: layers to skip from the end (0 = diffusers' default).
-        force_zeros_for_empty_prompt: SDXL's rule for an empty negative prompt (zeros, not encoded "").
+        force_zeros_for_empty_prompt: SDXL's rule when no negative prompt is given (zeros, not encoded "").
         lora: the text encoders' LoRA layers, switched per call (``None``: they carry none); scales of
             adapters only the UNet carries do not change the embedding and are not part of the cache key.
     """
@@ -43,9 +43,12 @@ class PromptEncoder:
     lora: LoraScales | None = None
     _cache: dict[tuple[Any, ...], tuple[Tensor, Tensor | None]] = field(default_factory=dict)
 
-    def encode(self, prompt: str, lora_scales: Mapping[str, float] | None = None, *, negative: bool = False,
+    def encode(self, prompt: str | None, lora_scales: Mapping[str, float] | None = None, *, negative: bool = False,
                size: tuple[int, int] | None = None) -> Conditioning:
-        """The conditioning of one prompt (SDXL: plus pooled embeddings and time ids for ``size`` = (h, w))."""
+        """The conditioning of one prompt (SDXL: plus pooled embeddings and time ids for ``size`` = (h, w)).
+
+        A negative prompt of ``None`` (none given at all) is SDXL's zeros where the model asks for them
+        (``force_zeros_for_empty_prompt``), as diffusers does; an explicit ``""`` is encoded."""
         adapters = self.lora.adapters if self.lora is not None else set()
         scales = {k: v for k, v in (lora_scales or {}).items() if k in adapters}
         key = (prompt, negative, tuple(sorted(scales.items())))
@@ -65,12 +68,18 @@ class PromptEncoder:
         """How many distinct embeddings were computed so far."""
         return len(self._cache)
 
-    def _embed(self, prompt: str, scales: dict[str, float], negative: bool) -> tuple[Tensor, Tensor | None]:
+    def token_counts(self, prompt: str) -> list[tuple[int, int]]:
+        """(tokens used, tokens kept) of the first tokenizer, for truncation warnings."""
+        tokenizer = self.tokenizers[0]
+        return [(len(tokenizer(prompt, truncation=False).input_ids), int(tokenizer.model_max_length))]
+
+    def _embed(self, prompt: str | None, scales: dict[str, float], negative: bool) -> tuple[Tensor, Tensor | None]:
         if self.lora is not None:
             self.lora.apply(scales)
-        if self.family == "sdxl" and negative and prompt == "" and self.force_zeros_for_empty_prompt:
+        if self.family == "sdxl" and negative and prompt is None and self.force_zeros_for_empty_prompt:
             states, pooled = self._sdxl("")
             return torch.zeros_like(states), torch.zeros_like(pooled)
+        prompt = prompt or ""
         if self.family == "sdxl":
             return self._sdxl(prompt)
         return self._sd(prompt), None

@@ -1,4 +1,4 @@
-"""A diffusers UNet (eps, v or x0 prediction) plus conditioning and CFG, as a ``Denoiser``.
+"""A diffusers UNet (eps, v or x0 prediction) or flow transformer plus conditioning and CFG, as a ``Denoiser``.
 
 CFG 1 runs the conditional branch alone and CFG 0 the unconditional branch alone, each at batch 1;
 any other scale runs both branches in one batch-2 call.
@@ -66,10 +66,11 @@ class CFGDenoiser:
 
     Args:
         network: the raw network call.
-        schedule: the VP schedule (its ā at the label converts the network's output).
+        schedule: the VP schedule (its ā at the label converts the network's output). Flow models
+            (``prediction_type`` ``velocity``) step their output as it is.
         cond, uncond: conditioning of the two branches (``uncond`` unused at CFG 1).
         cfg: the guidance scale.
-        prediction_type: ``epsilon``, ``v_prediction`` or ``sample``.
+        prediction_type: ``epsilon``, ``v_prediction``, ``sample`` or ``velocity`` (flow matching).
         dtype: the network's dtype; inputs are cast to it, outputs back to the latent's dtype.
         learned_sigma: the network outputs ``2·C`` channels (eps, variance); keep the eps half.
         guided_channels: guide only the first N channels; the rest keep the conditional prediction (upstream
@@ -77,7 +78,7 @@ class CFGDenoiser:
     """
 
     network: Network
-    schedule: VPSchedule
+    schedule: Any
     cond: Conditioning
     uncond: Conditioning | None
     cfg: float
@@ -113,6 +114,8 @@ class CFGDenoiser:
         out = self.network(net_x, timestep, cond.to_batch(x.shape[0])).to(x.dtype)
         if self.learned_sigma:
             out = out[:, : x.shape[1]]
+        if self.prediction_type == "velocity":  # a flow model's output is what its Euler step takes
+            return out
         return self._convert(x, out, self.schedule.alpha_bar(t))
 
     def _convert(self, x: Tensor, out: Tensor, a: float) -> Tensor:

@@ -14,8 +14,8 @@ Kinds write no files, loop over no seeds or methods and build no panels. This mo
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Hashable
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -147,42 +147,84 @@ class Settings:
 ROLES = ("strong", "weak", "final", "weak_plain")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PreparedPair:
     """A pair made ready for one condition: what every method (W2SD, plain, the controls) needs.
+
+    A kind gives its sides one of two ways:
+
+    - ``specs`` (``strong``, ``weak``, ``final``: frozen, hashable side specs, e.g. dataclasses with a ``cfg``)
+      and ``denoiser(spec)``: the method table's rule (``w2sd_cli.methods.plain_weak``) then adds the plain weak
+      side at the final side's ``guidance_knobs``, and equal specs share one denoiser, so methods that then
+      coincide are detected. Every built-in kind with knobs does this.
+    - the four denoisers themselves (kinds whose sides have no knobs, e.g. fixed networks): ``weak_plain`` is
+      then theirs to choose, and coincidence follows denoiser identity.
 
     Attributes:
         strong, weak: the reflection denoisers (the card's ``strong`` and ``weak`` sides).
         final: the closing denoise step's denoiser; also the plain strong baseline.
-        weak_plain: the weak model at the final side's knobs: the plain weak baseline.
+        weak_plain: the plain weak baseline.
         schedule, grid: the noise process and its ``steps + 1`` levels.
         make_grid: the grid for another step count (the equal-NFE control), same spacing.
         noise: one seed's initial latent, drawn on its own generator (leading dim: that seed's rows), so an
             output depends only on its seed whatever the batch.
-        sides: what each role is (model, CFG, LoRA scale, rendered prompt...), for the recipe. Roles with
-            equal descriptions should be the same denoiser object: methods that then coincide are detected.
+        specs, denoiser, guidance_knobs: see above.
+        sides: what each role is (model, CFG, LoRA scale, rendered prompt...), for the recipe (from ``specs``
+            by ``describe`` when given).
         warnings: things the user should know (a prompt cut by the tokenizer, an unknown word...).
         info: provenance (model revisions, file hashes).
     """
 
-    strong: Denoiser
-    weak: Denoiser
-    final: Denoiser
-    weak_plain: Denoiser
     schedule: Schedule
     grid: list[Level]
     make_grid: Callable[[int], list[Level]]
     noise: Callable[[int], Tensor]
+    strong: Denoiser = None  # type: ignore[assignment]
+    weak: Denoiser = None  # type: ignore[assignment]
+    final: Denoiser = None  # type: ignore[assignment]
+    weak_plain: Denoiser = None  # type: ignore[assignment]
+    specs: dict[str, Any] = field(default_factory=dict)
+    denoiser: Callable[[Any], Denoiser] | None = None
+    guidance_knobs: tuple[str, ...] = ("cfg",)
+    describe: Callable[[Any], dict[str, Any]] | None = None
     sides: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.sides:  # one object per distinct role, so coinciding methods share their work
+        if self.specs:
+            self._from_specs()
+        elif self.sides:  # one object per distinct role, so coinciding methods share their work
             if self.sides.get("final") == self.sides.get("strong"):
                 self.final = self.strong
             if self.sides.get("weak_plain") == self.sides.get("weak"):
                 self.weak_plain = self.weak
+        missing = [role for role in ROLES if getattr(self, role) is None]
+        if missing:
+            raise TypeError(f"PreparedPair needs specs and denoiser(spec), or every role's denoiser; no {missing}")
+
+    def _from_specs(self) -> None:
+        from w2sd_cli.methods import plain_weak
+
+        if self.denoiser is None:
+            raise TypeError("PreparedPair(specs=...) needs denoiser(spec)")
+        self.specs = {**self.specs, "weak_plain": plain_weak(self.specs, self.guidance_knobs)}
+        built: dict[Any, Denoiser] = {}
+        for role in ROLES:
+            spec = self.specs[role]
+            if spec not in built:
+                built[spec] = self.denoiser(spec)
+            setattr(self, role, built[spec])
+        describe = self.describe or _as_dict
+        self.sides = {role: describe(self.specs[role]) for role in ROLES}
+
+    def identity(self, role: str) -> Hashable:
+        """What the role is, for coincidence: its spec, or (kinds that give denoisers) the denoiser object."""
+        return self.specs[role] if self.specs else id(getattr(self, role))
+
+
+def _as_dict(spec: Any) -> dict[str, Any]:
+    return asdict(spec) if is_dataclass(spec) and not isinstance(spec, type) else {"side": repr(spec)}
 
 
 @runtime_checkable
@@ -209,7 +251,8 @@ class LoadedPair(Protocol):
 class PairKind:
     """Base class of a pair kind: set ``name`` and ``summary``, implement ``load``.
 
-    ``options_model`` (a strict pydantic model) validates the card's ``options``; ``check`` runs when a
+    ``options_model`` (a strict pydantic model) validates the card's ``options`` and ``side_model`` each side's
+    knobs (``sides``: a plugin kind declares its own knobs there); ``check`` runs when a
     card is shown or used, so a bad card fails early with its file named. ``model_keys`` names the card's
     models the engine must download before ``load``.
 
@@ -228,6 +271,7 @@ class PairKind:
     output: ClassVar[Output] = "image"
     conditioning: ClassVar[Conditioning] = "text"
     options_model: ClassVar[type[BaseModel] | None] = None
+    side_model: ClassVar[type[BaseModel] | None] = None
     small: ClassVar[bool] = False
     gen_methods: ClassVar[tuple[str, ...]] = ("w2sd",)
     compare_methods: ClassVar[tuple[str, ...]] = ("weak", "strong", "w2sd")
@@ -243,9 +287,29 @@ class PairKind:
         except ValidationError as err:
             raise CardError(format_validation_error(err, f"pair {card.name!r} options")) from None
 
+    def sides(self, card: PairCard) -> dict[str, Any]:
+        """The card's ``strong``, ``weak`` and ``final`` knobs validated by ``side_model`` (or the raw sides).
+
+        Raises:
+            CardError: naming the card's file and every bad field (``strong.cfg: ...``).
+        """
+        raw = {name: getattr(card, name) for name in ("strong", "weak", "final")}
+        if self.side_model is None:
+            return raw
+        out, problems = {}, []
+        for name, side in raw.items():
+            try:
+                out[name] = self.side_model.model_validate(side.knobs())
+            except ValidationError as err:
+                problems.append(format_validation_error(err, "", name).removeprefix(": invalid pair card: "))
+        if problems:
+            raise CardError(f"{card.origin}: invalid pair card (kind {self.name}): " + " ".join(problems))
+        return out
+
     def check(self, card: PairCard) -> None:
         """Raise ``CardError`` when the card cannot work with this kind."""
         self.options(card)
+        self.sides(card)
 
     def model_keys(self, card: PairCard) -> list[str]:
         """The card's models this kind needs (downloaded by the engine before ``load``)."""
