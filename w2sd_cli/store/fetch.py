@@ -23,6 +23,7 @@ from w2sd_cli import __version__
 from w2sd_cli.errors import DownloadError, ModelError
 from w2sd_cli.files import fsync_dir
 from w2sd_cli.store import contain
+from w2sd_cli.store.checks import SourceMismatch
 from w2sd_cli.store.layout import (
     CHUNK,
     blob_dir,
@@ -146,17 +147,23 @@ def download_to_part(url: str, part: Path, size: int | None, progress: Progress 
         label: the file's name in events and messages.
         auth: a credential for its one origin, or ``None``.
         weights: refuse an HTML or JSON body (a login page) instead of saving it.
+
+    The first answer's strong ETag (or Last-Modified) is kept beside the part (``<part>.if-range``) and every
+    resume sends it as ``If-Range``, so a file that changed meanwhile comes back whole instead of spliced.
     """
     resumes = 0
+    state = {"validator": read_validator(part)}
     while True:
         offset = part.stat().st_size if part.exists() else 0
         if size is not None and offset == size:
+            contain.remove(validator_path(part))
             return
         if size is not None and offset > size:
             contain.remove(part)
             offset = 0
         try:
-            _stream_once(url, part, offset, size, progress, label, auth, weights)
+            _stream_once(url, part, offset, size, progress, label, auth, weights, state)
+            contain.remove(validator_path(part))
             return
         except _Cut as cut:
             resumes += 1
@@ -169,8 +176,8 @@ def download_to_part(url: str, part: Path, size: int | None, progress: Progress 
 
 
 def _stream_once(url: str, part: Path, offset: int, size: int | None, progress: Progress | None, label: str,
-                 auth: Auth | None, weights: bool) -> None:
-    response, conn = _open(url, offset, auth)
+                 auth: Auth | None, weights: bool, state: dict[str, str | None]) -> None:
+    response, conn = _open(url, offset, auth, state["validator"] if offset else None)
     try:
         if response.status == 416 and offset:
             if _range_total(response) == offset:
@@ -179,6 +186,10 @@ def _stream_once(url: str, part: Path, offset: int, size: int | None, progress: 
             raise _Cut(progressed=True)
         if response.status not in (200, 206):
             raise _http_error(url, response)
+        _refuse_encoding(url, response, label)
+        if response.status == 200:
+            state["validator"] = _validator(response)
+            keep_validator(part, state["validator"])
         if response.status == 200 and offset:
             offset = 0
         if response.status == 206 and _range_start(response) != offset:
@@ -281,8 +292,57 @@ def _read(response: http.client.HTTPResponse, url: str, part: Path, done: int, p
         raise _Cut(progressed) from None
 
 
-def _open(url: str, offset: int, auth: Auth | None) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
-    """GET ``url`` from ``offset``, following redirects; ``auth`` goes to its origin only, until we leave it."""
+def _refuse_encoding(url: str, response: http.client.HTTPResponse, label: str) -> None:
+    """Refuse a body sent with a ``Content-Encoding`` (gzip...) although w2sd asked for ``identity``."""
+    encoding = (response.getheader("Content-Encoding") or "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise DownloadError(f"{redact_url(url)} sent {label} with Content-Encoding {scrub(encoding)[:40]!r} although "
+                            "w2sd asked for the file's own bytes (identity), so nothing of it was saved. A proxy or "
+                            "the server is re-encoding files; run the command again later, or give the model a "
+                            "mirror.")
+
+
+def validator_path(part: Path) -> Path:
+    """Where the ``If-Range`` validator of a partial download is kept."""
+    return part.with_name(part.name + ".if-range")
+
+
+def read_validator(part: Path) -> str | None:
+    """The validator kept for ``part`` (only while ``part`` itself exists)."""
+    try:
+        text = validator_path(part).read_text(encoding="ascii").strip() if part.exists() else ""
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if text and text.isprintable() and len(text) <= 200 else None
+
+
+def keep_validator(part: Path, validator: str | None) -> None:
+    """Remember (or forget) the validator of the bytes ``part`` is receiving."""
+    from w2sd_cli.files import write_text_atomic
+
+    path = validator_path(part)
+    if validator and validator.isprintable() and len(validator) <= 200:
+        part.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, validator)
+    elif path.is_symlink() or path.exists():
+        contain.remove(path)
+
+
+def _validator(response: http.client.HTTPResponse) -> str | None:
+    """What ``If-Range`` may carry for this body: a strong ETag, else its Last-Modified date."""
+    etag = (response.getheader("ETag") or "").strip()
+    if etag.startswith('"') and etag.endswith('"') and len(etag) > 2:
+        return etag
+    return (response.getheader("Last-Modified") or "").strip() or None
+
+
+def _open(url: str, offset: int, auth: Auth | None,
+          validator: str | None = None) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
+    """GET ``url`` from ``offset``, following redirects; ``auth`` goes to its origin only, until we leave it.
+
+    A resume sends ``Range`` with ``If-Range: validator`` (when known): a server whose file changed answers
+    200 with the whole new body, which replaces the partial bytes.
+    """
     current = url
     trusted = auth is not None
     for _ in range(10):
@@ -293,6 +353,8 @@ def _open(url: str, offset: int, auth: Auth | None) -> tuple[http.client.HTTPRes
         headers = {"User-Agent": f"w2sd/{__version__}", "Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
+            if validator:
+                headers["If-Range"] = validator
         trusted = trusted and auth is not None and origin(current) == auth.origin and may_carry_token(current)
         if trusted and auth is not None:
             headers["Authorization"] = auth.header
@@ -383,11 +445,11 @@ def _finish(url: str, part: Path, sha256: str, size: int | None, progress: Progr
     digest = sha256_file(part, hashing)
     if digest != sha256 or (size is not None and got_size != size):
         bad = quarantine(part, "mismatch")
-        raise ModelError(
+        raise SourceMismatch(
             f"{label} from {redact_url(url)} does not match the card: expected sha256 {sha256}"
             f"{f' and {size} bytes' if size else ''}, got {digest} and {got_size} bytes. The download was moved to "
-            f"{bad}; nothing else was touched. If the file changed upstream, update the card's sha256."
-        )
+            f"{bad}; nothing else was touched. If the file changed upstream, update the card's sha256.",
+            retry=True)
     unusable = unusable_reason(part)  # a card that pins a truncated file: never stored as verified
     if unusable is not None:
         bad = quarantine(part, "unusable")
