@@ -163,6 +163,9 @@ class _Handler(BaseHTTPRequestHandler):
         if m is None or repo is None:
             return self._send(404, b'{"error": "Repository not found"}', "application/json",
                               {"X-Error-Code": "RepoNotFound"})
+        if m["rev"] not in ("main", repo.commit):
+            return self._send(404, b'{"error": "Invalid rev id"}', "application/json",
+                              {"X-Error-Code": "RevisionNotFound"})
         if m["what"] == "revision":
             body: Any = {"id": repo.repo_id, "sha": repo.commit, "private": False,
                          "siblings": [{"rfilename": p} for p in repo.files]}
