@@ -35,8 +35,10 @@ from w2sd_cli.store.layout import (
     sha256_file,
 )
 from w2sd_cli.store.redact import redact_url, scrub
-from w2sd_cli.store.safety import NotWeightsError, check_weights_file, sniff
+from w2sd_cli.store.resume import keep_validator, read_validator, refuse_encoding, validator_of, validator_path
+from w2sd_cli.store.safety import sniff
 from w2sd_cli.store.settings import download_timeout, insecure_loopback
+from w2sd_cli.store.usable import broken_at_source, unusable_reason
 
 Progress = Callable[[dict[str, Any]], None]
 REDIRECTS = {301, 302, 303, 307, 308}
@@ -186,9 +188,9 @@ def _stream_once(url: str, part: Path, offset: int, size: int | None, progress: 
             raise _Cut(progressed=True)
         if response.status not in (200, 206):
             raise _http_error(url, response)
-        _refuse_encoding(url, response, label)
+        refuse_encoding(url, response, label)
         if response.status == 200:
-            state["validator"] = _validator(response)
+            state["validator"] = validator_of(response)
             keep_validator(part, state["validator"])
         if response.status == 200 and offset:
             offset = 0
@@ -290,50 +292,6 @@ def _read(response: http.client.HTTPResponse, url: str, part: Path, done: int, p
         if fh is not None:
             _keep(fh)
         raise _Cut(progressed) from None
-
-
-def _refuse_encoding(url: str, response: http.client.HTTPResponse, label: str) -> None:
-    """Refuse a body sent with a ``Content-Encoding`` (gzip...) although w2sd asked for ``identity``."""
-    encoding = (response.getheader("Content-Encoding") or "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        raise DownloadError(f"{redact_url(url)} sent {label} with Content-Encoding {scrub(encoding)[:40]!r} although "
-                            "w2sd asked for the file's own bytes (identity), so nothing of it was saved. A proxy or "
-                            "the server is re-encoding files; run the command again later, or give the model a "
-                            "mirror.")
-
-
-def validator_path(part: Path) -> Path:
-    """Where the ``If-Range`` validator of a partial download is kept."""
-    return part.with_name(part.name + ".if-range")
-
-
-def read_validator(part: Path) -> str | None:
-    """The validator kept for ``part`` (only while ``part`` itself exists)."""
-    try:
-        text = validator_path(part).read_text(encoding="ascii").strip() if part.exists() else ""
-    except (OSError, UnicodeDecodeError):
-        return None
-    return text if text and text.isprintable() and len(text) <= 200 else None
-
-
-def keep_validator(part: Path, validator: str | None) -> None:
-    """Remember (or forget) the validator of the bytes ``part`` is receiving."""
-    from w2sd_cli.files import write_text_atomic
-
-    path = validator_path(part)
-    if validator and validator.isprintable() and len(validator) <= 200:
-        part.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, validator)
-    elif path.is_symlink() or path.exists():
-        contain.remove(path)
-
-
-def _validator(response: http.client.HTTPResponse) -> str | None:
-    """What ``If-Range`` may carry for this body: a strong ETag, else its Last-Modified date."""
-    etag = (response.getheader("ETag") or "").strip()
-    if etag.startswith('"') and etag.endswith('"') and len(etag) > 2:
-        return etag
-    return (response.getheader("Last-Modified") or "").strip() or None
 
 
 def _open(url: str, offset: int, auth: Auth | None,
@@ -472,29 +430,3 @@ def _finish(url: str, part: Path, sha256: str, size: int | None, progress: Progr
     if progress:
         progress({"file": label, "bytes_done": got_size, "bytes_total": got_size, "status": "done"})
     return final_dir / name
-
-
-def unusable_reason(path: Path, expect_weights: bool = False) -> str | None:
-    """Why ``path`` cannot be loaded as weights (truncated safetensors, an HTML page...), or ``None``.
-
-    A file that looks like safetensors is always checked; other content only when ``expect_weights`` (a
-    weights file by name). Pickle checkpoints count as usable here: they are refused at use without
-    ``--allow-pickle``.
-    """
-    with path.open("rb") as fh:
-        kind = sniff(fh.read(64))
-    if kind != "safetensors" and not expect_weights:
-        return None
-    try:
-        check_weights_file(path, allow_pickle=True)
-    except NotWeightsError as err:
-        return err.why
-    return None
-
-
-def broken_at_source(label: str, source: str, why: str, moved: Path) -> str:
-    """The message for a file that downloaded intact but cannot be used as weights."""
-    return (f"{label} from {source} is not usable weights: {why}. Its sha256 matches what the source lists, so "
-            f"downloading it again gives the same bytes: the file is broken at the source. It was moved to {moved} "
-            "and not recorded. Point the card at another revision, file or url (or add a `mirrors:` entry), or "
-            "ask the model's author for a fixed file.")

@@ -16,6 +16,7 @@ from w2sd_cli.store.checks import Expected, SourceMismatch, mismatch
 from w2sd_cli.store.fetch import broken_at_source, fetch_url, redact, unusable_reason
 from w2sd_cli.store.layout import find_blob, hash_verified, part_path, quarantine
 from w2sd_cli.store.plan import PlannedModel, check_free, files_under, human, plan_pull
+from w2sd_cli.store.relay import Relay
 from w2sd_cli.store.safety import WEIGHT_SUFFIXES, check_weights_file
 
 Progress = Callable[[dict[str, Any]], None]
@@ -110,7 +111,7 @@ def ensure_models(card: PairCard, keys: list[str] | None = None, *, offline: boo
         raise OfflineError(f"Pair {card.name} is missing {missing} and w2sd is offline. Run `w2sd pull {card.name}` "
                            "without --offline / HF_HUB_OFFLINE=1.")
     plan.check_space()
-    relay = _Relay(card.name, plan, observer)
+    relay = Relay(card.name, plan, observer)
     slots = threading.BoundedSemaphore(max(workers, 1))
 
     def one(model: PlannedModel) -> Located:
@@ -161,51 +162,6 @@ def _run_all(one: Callable[[PlannedModel], Located], models: list[PlannedModel],
     if first is not None:
         raise first
     return {key: f.result() for key, f in futures.items()}
-
-
-class _Relay:
-    """Turns the per-file callbacks of parallel downloads into ``ensure_models``'s serialised events."""
-
-    def __init__(self, pair: str, plan: Any, observer: Progress | None) -> None:
-        self.pair = pair
-        self.observer = observer
-        self.lock = threading.Lock()
-        missing = [(m.key, f) for m in plan.models for f in m.files if not f.present]
-        self.total = sum(f.size or 0 for _, f in missing)
-        self.files_total = len(missing)
-        self.done: dict[tuple[str, str], int] = {(k, f.name): f.partial for k, f in missing}
-        self.sizes: dict[tuple[str, str], int] = {}
-        self.finished: set[tuple[str, str]] = set()
-        self.emit({"event": "plan", "models": [m.key for m in plan.models], "files": len(missing),
-                   "bytes_total": self.total, "unknown_sizes": any(f.size is None for _, f in missing)})
-
-    def emit(self, event: dict[str, Any]) -> None:
-        if self.observer is not None:
-            with self.lock:
-                self.observer({**event, "pair": self.pair})
-
-    def for_key(self, key: str) -> Progress:
-        def observe(info: dict[str, Any]) -> None:
-            name = (key, str(info.get("file")))
-            status = info.get("status")
-            with self.lock:
-                if status == "downloading" or (status == "done" and name not in self.finished):
-                    if name not in self.done and name not in self.finished:
-                        self.files_total += 1
-                        if isinstance(info.get("bytes_total"), int):
-                            self.total += int(info["bytes_total"])
-                    if status == "downloading":
-                        self.done[name] = int(info.get("bytes_done") or 0)
-                    else:
-                        self.finished.add(name)
-                        self.done[name] = int(info.get("bytes_done") or self.done.get(name, 0))
-                overall = {"event": "overall", "pair": self.pair, "bytes_done": sum(self.done.values()),
-                           "bytes_total": max(self.total, sum(self.done.values())),
-                           "files_done": len(self.finished), "files_total": self.files_total}
-                if self.observer is not None:
-                    self.observer({**info, "event": "file", "pair": self.pair, "key": key})
-                    self.observer(overall)
-        return observe
 
 
 def _fetch(ref: ModelRef, job: _Fetch) -> Located:
