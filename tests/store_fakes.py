@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".ckpt")
 
@@ -29,6 +30,11 @@ def safetensors_bytes(n_floats: int, seed: int = 0) -> bytes:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def blob_id(data: bytes) -> str:
+    """The git blob id the Hub lists (and answers as ETag) for a plain, non-LFS file."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 @dataclass
@@ -76,6 +82,7 @@ class FakeServer:
     active: int = 0  # file bodies being sent right now
     peak: int = 0  # the most sent at once
     counter: threading.Lock = field(default_factory=threading.Lock)
+    etags: dict[str, str] = field(default_factory=dict)  # repo path -> the ETag HEAD answers (a lying Hub)
 
     def start(self, port: int = 0) -> FakeServer:
         handler = type("Handler", (_Handler,), {"fake": self})
@@ -134,7 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, head: bool) -> None:
         host = (self.headers.get("Host") or "").split(":")[0]
-        path = self.path.split("?")[0]
+        path = unquote(self.path.split("?")[0])
         self.fake.log.append(Seen(self.command, host, path, {k.lower(): v for k, v in self.headers.items()}))
         try:
             if path.startswith("/api/models/"):
@@ -143,7 +150,8 @@ class _Handler(BaseHTTPRequestHandler):
             if match:
                 return self._resolve(match["repo"], match["rev"], match["file"], head)
             if path in self.fake.files:
-                return self._file(path, self.fake.files[path], head)
+                data = self.fake.files[path]
+                return self._file(path, data, head, {"ETag": f'"{sha256(data)}"'})
             self._send(404, b'{"error": "not found"}', "application/json", head=head)
         except (BrokenPipeError, ConnectionResetError):
             pass
@@ -155,6 +163,9 @@ class _Handler(BaseHTTPRequestHandler):
         if m is None or repo is None:
             return self._send(404, b'{"error": "Repository not found"}', "application/json",
                               {"X-Error-Code": "RepoNotFound"})
+        if m["rev"] not in ("main", repo.commit):
+            return self._send(404, b'{"error": "Invalid rev id"}', "application/json",
+                              {"X-Error-Code": "RevisionNotFound"})
         if m["what"] == "revision":
             body: Any = {"id": repo.repo_id, "sha": repo.commit, "private": False,
                          "siblings": [{"rfilename": p} for p in repo.files]}
@@ -164,9 +175,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(body).encode(), "application/json")
 
     def _resolve(self, repo_id: str, rev: str, file: str, head: bool) -> None:
-        queued = self.fake.faults.get(self.path.split("?")[0])
+        queued = self.fake.faults.get(unquote(self.path.split("?")[0]))
         if queued and queued[0].status:  # a refused file (a gated repo) is refused before any LFS redirect
-            fault = self.fake.take_fault(self.path.split("?")[0])
+            fault = self.fake.take_fault(unquote(self.path.split("?")[0]))
             assert fault is not None and fault.status is not None
             return self._send(fault.status, fault.body, fault.content_type, fault.headers, head=head)
         repo = self.fake.repos.get(repo_id)
@@ -178,10 +189,11 @@ class _Handler(BaseHTTPRequestHandler):
         common = {"X-Repo-Commit": repo.commit}
         if file.endswith(LFS_SUFFIXES):
             digest = sha256(data)
-            common.update({"X-Linked-Etag": f'"{digest}"', "X-Linked-Size": str(len(data)),
-                           "ETag": f'"{digest}"', "Location": self.fake.url(f"/lfs/{digest}", "localhost")})
+            etag = self.fake.etags.get(file, digest)
+            common.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(data)),
+                           "ETag": f'"{etag}"', "Location": self.fake.url(f"/lfs/{digest}", "localhost")})
             return self._send(302, b"", "text/plain", common, head=head)
-        common["ETag"] = f'"{hashlib.sha1(data).hexdigest()}"'
+        common["ETag"] = f'"{self.fake.etags.get(file, blob_id(data))}"'
         self._file(f"/{repo_id}/resolve/{rev}/{file}", data, head, common)
 
     def _file(self, path: str, data: bytes, head: bool, extra: dict[str, str] | None = None) -> None:
@@ -193,10 +205,11 @@ class _Handler(BaseHTTPRequestHandler):
         if fault and fault.status:
             return self._send(fault.status, fault.body, fault.content_type, fault.headers, head=head)
         if fault and fault.body:
-            return self._send(200, fault.body, fault.content_type, head=head)
+            return self._send(200, fault.body, fault.content_type, {**(extra or {}), **fault.headers}, head=head)
         start = 0
         rng = self.headers.get("Range")
-        if rng and not (fault and fault.ignore_range):
+        if rng and not (fault and fault.ignore_range) and self.headers.get("If-Range", extra_etag(extra)) == \
+                extra_etag(extra):
             start = int(re.match(r"bytes=(\d+)-", rng)[1])  # type: ignore[index]
         if start >= len(data) and start:
             return self._send(416, b"", "text/plain", {"Content-Range": f"bytes */{len(data)}"}, head=head)
@@ -244,8 +257,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _tree_entry(path: str, data: bytes) -> dict[str, Any]:
-    entry: dict[str, Any] = {"type": "file", "path": path, "size": len(data),
-                             "oid": hashlib.sha1(data).hexdigest()}
+    entry: dict[str, Any] = {"type": "file", "path": path, "size": len(data), "oid": blob_id(data)}
     if path.endswith(LFS_SUFFIXES):
         entry["lfs"] = {"oid": sha256(data), "size": len(data), "pointerSize": 134}
     return entry
+
+
+def extra_etag(extra: dict[str, str] | None) -> str | None:
+    """The ETag a file answer carries (what a matching ``If-Range`` must repeat)."""
+    return (extra or {}).get("ETag")

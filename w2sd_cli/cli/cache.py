@@ -73,7 +73,7 @@ def ls(json_output: JsonFlag = False) -> None:
 
     cards = _all_cards()
     models = store.model_status(cards)
-    items = store.store_items(cards)
+    items = store.store_items(cards, _other_users())
     if json_output:
         print_json({"models": [m.as_dict() for m in models], "store": [i.as_dict() for i in items],
                     "store_dir": str(store.layout.store_dir()), "hf_cache": _hf_cache()})
@@ -125,7 +125,7 @@ def prune(dry_run: DryRun = False, yes: Annotated[bool, typer.Option("--yes", "-
     from w2sd_cli import store
     from w2sd_cli.cli.output import err_console, print_json, table, warn
 
-    plan = store.plan_prune(_all_cards(), _invalid_cards())
+    plan = store.plan_prune(_all_cards(), _invalid_cards(), _other_users())
     if json_output:
         print_json({"delete": [i.as_dict() for i in plan.items], "bytes": plan.bytes, "dry_run": dry_run,
                     "kept_for_invalid_cards": [{**i.as_dict(), "card": origin} for i, origin in plan.kept]})
@@ -152,6 +152,28 @@ def _all_cards() -> list[Any]:
     from w2sd_cli.pairs import get_registry
 
     return [e.card for e in get_registry().entries]
+
+
+def _other_users() -> dict[str, list[str]]:
+    """Stored files that prompt sets (not pairs) need: ``{sha256: ["prompts:NAME"]}``, never pruned.
+
+    Read from the prompt-set card files' text (shipped and the user's), so a card that does not validate
+    right now still keeps its file.
+    """
+    import re
+
+    from w2sd_cli.paths import home, registry_dir
+
+    users: dict[str, list[str]] = {}
+    for folder in (registry_dir() / "prompts", home() / "prompts"):
+        for path in sorted(folder.glob("*.y*ml")) if folder.is_dir() else []:
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            for sha in dict.fromkeys(re.findall(r"\b[0-9a-f]{64}\b", text)):
+                users.setdefault(sha, []).append(f"prompts:{path.stem}")
+    return users
 
 
 def _invalid_cards() -> list[tuple[str, str]]:

@@ -38,6 +38,24 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() or c in "\n\t" else "?" for c in text)
 
 
+ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+
+
+def label(text: object) -> str:
+    """Untrusted text (a file name, a card field) as a one-line printable label for bars and table cells.
+
+    Every character that is not printable (escape, bell, newline, bidi and zero-width controls...) is shown
+    escaped the way Python writes it in a string literal (``\\x1b``, ``\\n``, ``\\u202e``); a backslash is
+    doubled so an escape in the output is always one w2sd wrote.
+    """
+    return "".join(ESCAPES.get(c) or (c if c.isprintable() else _escape(c)) for c in str(text))
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 err_console = PlainConsole(stderr=True, highlight=False, markup=False, emoji=False)
 
 
@@ -74,15 +92,15 @@ def cell(value: Any) -> Text:
         return Text(f"{value:.4g}")
     if isinstance(value, list):
         return Text("[" + ", ".join(cell(v).plain for v in value) + "]")
-    return Text(_printable(str(value)))
+    return Text(label(value))
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
     """A plain rich table; the first column (a name) never wraps; titles and cells are literal text."""
-    result = Table(title=Text(_printable(title)) if title is not None else None, title_justify="left",
+    result = Table(title=Text(label(title)) if title is not None else None, title_justify="left",
                    show_lines=False)
     for i, name in enumerate(columns):
-        result.add_column(Text(name), overflow="fold", no_wrap=i == 0)
+        result.add_column(Text(label(name)), overflow="fold", no_wrap=i == 0)
     for row in rows:
         result.add_row(*(cell(v) for v in row))
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any, Self
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -15,16 +16,30 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from w2sd_cli.cli.output import err_console
+from w2sd_cli.cli.output import err_console, label
 
 
 class ObserverProgress:
-    """Rich bars on stderr fed by a library callback: subclasses pick the columns and write ``observe``."""
+    """Rich bars on stderr fed by a library callback: subclasses pick the columns and write ``observe``.
 
-    def __init__(self, *columns: ProgressColumn | str, quiet: bool = False) -> None:
+    Every bar's text goes through ``output.label`` (``add``/``describe``): names come from servers and cards,
+    and an escape code or newline in one must never reach the terminal.
+    """
+
+    def __init__(self, *columns: ProgressColumn | str, quiet: bool = False, console: Console | None = None) -> None:
         self.progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), *columns,
-                                 console=err_console, disable=quiet)
+                                 console=console or err_console, disable=quiet)
         self.tasks: dict[str, TaskID] = {}
+
+    def add(self, key: str, text: str, **fields: Any) -> TaskID:
+        """The bar for ``key``, made with the label ``text`` if it is new."""
+        if key not in self.tasks:
+            self.tasks[key] = self.progress.add_task(label(text), **fields)
+        return self.tasks[key]
+
+    def describe(self, task: TaskID, text: str, **fields: Any) -> None:
+        """Update a bar, relabelled with ``text``."""
+        self.progress.update(task, description=label(text), **fields)
 
     def __enter__(self) -> Self:
         self.progress.__enter__()
@@ -45,14 +60,12 @@ class PhaseProgress(ObserverProgress):
 
     def observe(self, info: dict[str, Any]) -> None:
         """The sampler's callback: ``i``, ``steps``, ``phase`` and optionally ``method``/``label``."""
-        label = str(info.get("label") or info.get("method") or "w2sd")
-        if label not in self.tasks:
-            self.tasks[label] = self.progress.add_task(label, total=info.get("steps"), phase="")
-        task = self.tasks[label]
+        name = str(info.get("label") or info.get("method") or "w2sd")
+        task = self.add(name, name, total=info.get("steps"), phase="")
         if info.get("phase") == "denoise":
-            self.progress.update(task, completed=int(info["i"]) + 1, phase=info["phase"])
+            self.progress.update(task, completed=int(info["i"]) + 1, phase=label(info["phase"]))
         else:
-            self.progress.update(task, phase=info.get("phase", ""))
+            self.progress.update(task, phase=label(info.get("phase", "")))
 
 
 class DownloadProgress(ObserverProgress):
@@ -63,10 +76,10 @@ class DownloadProgress(ObserverProgress):
     (``{"file", "bytes_done", "bytes_total", "status"}``) that ``cache verify`` sends.
     """
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
         from rich.progress import DownloadColumn, TimeRemainingColumn, TransferSpeedColumn
 
-        super().__init__(DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), quiet=quiet)
+        super().__init__(DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), quiet=quiet, console=console)
 
     def observe(self, info: dict[str, Any]) -> None:
         event = info.get("event", "file")
@@ -79,18 +92,13 @@ class DownloadProgress(ObserverProgress):
         total = info.get("bytes_total") or None
         if info.get("event") == "plan" and not info.get("files"):
             return
-        label = f"{info.get('pair', 'all')}: {info.get('files_done', 0)}/{info.get('files_total', info.get('files'))}"
-        key = f"\0overall:{info.get('pair')}"
-        if key not in self.tasks:
-            self.tasks[key] = self.progress.add_task(label, total=total)
-        self.progress.update(self.tasks[key], description=label, completed=info.get("bytes_done", 0), total=total)
+        text = f"{info.get('pair', 'all')}: {info.get('files_done', 0)}/{info.get('files_total', info.get('files'))}"
+        task = self.add(f"\0overall:{info.get('pair')}", text, total=total)
+        self.describe(task, text, completed=info.get("bytes_done", 0), total=total)
 
     def _file(self, info: dict[str, Any]) -> None:
         name = str(info.get("file"))
         status = str(info.get("status", ""))
-        label = f"  {name} ({status})" if status in ("verifying",) else f"  {name}"
-        key = f"{info.get('key', '')}\0{name}"
-        if key not in self.tasks:
-            self.tasks[key] = self.progress.add_task(label, total=info.get("bytes_total"))
-        self.progress.update(self.tasks[key], description=label, completed=info.get("bytes_done", 0),
-                             total=info.get("bytes_total"))
+        text = f"  {name} ({status})" if status in ("verifying",) else f"  {name}"
+        task = self.add(f"{info.get('key', '')}\0{name}", text, total=info.get("bytes_total"))
+        self.describe(task, text, completed=info.get("bytes_done", 0), total=info.get("bytes_total"))

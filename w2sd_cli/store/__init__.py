@@ -18,6 +18,7 @@ from w2sd_cli.store.cache import (
     store_items,
     verify,
 )
+from w2sd_cli.store.checks import SourceMismatch
 from w2sd_cli.store.locate import ensure_models, local_status, locate, pull
 from w2sd_cli.store.plan import PlannedFile, PlannedModel, PullPlan, human, plan_pull
 from w2sd_cli.store.redact import redact_url
@@ -29,6 +30,7 @@ __all__ = [
     "PlannedModel",
     "PrunePlan",
     "PullPlan",
+    "SourceMismatch",
     "StoreItem",
     "VerifyResult",
     "check_weights_file",

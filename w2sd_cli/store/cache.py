@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,10 +97,16 @@ def model_status(cards: Iterable[PairCard]) -> list[ModelStatus]:
     return rows
 
 
-def store_items(cards: Iterable[PairCard]) -> list[StoreItem]:
-    """Everything in w2sd's store, each with the pairs that need it."""
+def store_items(cards: Iterable[PairCard], others: Mapping[str, Sequence[str]] | None = None) -> list[StoreItem]:
+    """Everything in w2sd's store, each with the pairs (and ``others``) that need it.
+
+    Args:
+        cards: the pair cards.
+        others: ``{sha256: [user...]}`` for stored files needed by something other than a pair (a prompt set
+            is ``prompts:NAME``); they are listed as used and never pruned.
+    """
     cards = list(cards)
-    users: dict[str, list[str]] = {}
+    users: dict[str, list[str]] = {sha: list(names) for sha, names in (others or {}).items()}
     for card in cards:
         for ref in card.models.values():
             if ref.sha256:
@@ -149,7 +155,8 @@ def verify(cards: Iterable[PairCard], progress: Progress | None = None) -> list[
     return results
 
 
-def plan_prune(cards: Iterable[PairCard], invalid: Iterable[tuple[str, str]] = ()) -> PrunePlan:
+def plan_prune(cards: Iterable[PairCard], invalid: Iterable[tuple[str, str]] = (),
+               others: Mapping[str, Sequence[str]] | None = None) -> PrunePlan:
     """What no pair needs: unused blobs and partial downloads, quarantined files, lock files of unknown pairs,
     and huggingface_hub's dead ``*.incomplete`` files.
 
@@ -157,10 +164,11 @@ def plan_prune(cards: Iterable[PairCard], invalid: Iterable[tuple[str, str]] = (
         cards: the valid pair cards.
         invalid: ``(origin, text)`` of card files that exist but fail validation; whatever their text names
             (a sha256, a repo id, the pair's name) is kept, and listed in ``kept`` with the reason.
+        others: files needed by something other than a pair, as for ``store_items``.
     """
     invalid = list(invalid)
     delete, kept = [], []
-    for item in store_items(list(cards)):
+    for item in store_items(list(cards), others):
         if item.used_by or _busy(item):
             continue
         origin = next((o for o, text in invalid if _names(item, o, text)), None)
@@ -174,9 +182,15 @@ def plan_prune(cards: Iterable[PairCard], invalid: Iterable[tuple[str, str]] = (
 def execute_prune(plan: PrunePlan) -> int:
     """Delete what ``plan`` lists (and only what lies inside w2sd's managed folders); returns the bytes freed."""
     freed = 0
+    from w2sd_cli.store.fetch import validator_path
+
     for item in plan.items:
         if (item.path.is_symlink() or item.path.exists()) and contain.remove(item.path):
             freed += item.size
+        if item.kind in ("partial", "hub-partial"):
+            side = validator_path(item.path)
+            if side.is_symlink() or side.exists():
+                contain.remove(side)
     return freed
 
 
@@ -220,21 +234,36 @@ def _hub_items(cards: list[PairCard]) -> list[StoreItem]:
         from w2sd_cli.store.hub import PARTIAL_SUFFIX, cache_dir
     except ImportError:
         return []
-    repos: dict[str, list[str]] = {}
-    for card in cards:
-        for ref in card.models.values():
-            for repo in [ref.repo_id, *(m.repo_id for m in ref.mirrors)]:
-                if repo:
-                    repos.setdefault(repo, []).append(card.name)
+    needs = _hub_needs(cards)
     items = []
     for path in sorted(cache_dir().glob("models--*/blobs/*")):
         repo = path.parent.parent.name.removeprefix("models--").replace("--", "/")
         if path.name.endswith(PARTIAL_SUFFIX):
-            items.append(StoreItem("hub-partial", path, _size(path), path.name.removesuffix(PARTIAL_SUFFIX),
-                                   tuple(dict.fromkeys(repos.get(repo, ())))))
+            etag = path.name.removesuffix(PARTIAL_SUFFIX)
+            done = (path.parent / etag).exists()  # the finished blob is there: the partial is stale
+            users = () if done else tuple(dict.fromkeys(
+                pair for pair, etags in needs.get(repo, []) if etags is None or etag in etags))
+            items.append(StoreItem("hub-partial", path, _size(path), etag, users))
         elif path.name.endswith(".incomplete"):
             items.append(StoreItem("hub-orphan", path, _size(path)))
     return items
+
+
+def _hub_needs(cards: list[PairCard]) -> dict[str, list[tuple[str, set[str] | None]]]:
+    """``{repo: [(pair, etags)]}``: the LFS etags a pulled model's lock entry lists, ``None`` when not pulled yet.
+
+    A model that has no lock entry (its pull has not finished) may still need any partial of its repo; a
+    pulled one needs only the files its entry records (an LFS file's etag is its sha256).
+    """
+    needs: dict[str, list[tuple[str, set[str] | None]]] = {}
+    for card in cards:
+        for key, ref in card.models.items():
+            entry = pairlock.entry(card.name, key, ref)
+            etags = {str(info.get("sha256")) for info in entry.get("files", {}).values()} if entry else None
+            for repo in [ref.repo_id, *(m.repo_id for m in ref.mirrors)]:
+                if repo:
+                    needs.setdefault(repo, []).append((card.name, etags))
+    return needs
 
 
 def _expected(card: PairCard, key: str) -> dict[str, str]:

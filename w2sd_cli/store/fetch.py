@@ -23,6 +23,7 @@ from w2sd_cli import __version__
 from w2sd_cli.errors import DownloadError, ModelError
 from w2sd_cli.files import fsync_dir
 from w2sd_cli.store import contain
+from w2sd_cli.store.checks import SourceMismatch
 from w2sd_cli.store.layout import (
     CHUNK,
     blob_dir,
@@ -34,8 +35,10 @@ from w2sd_cli.store.layout import (
     sha256_file,
 )
 from w2sd_cli.store.redact import redact_url, scrub
-from w2sd_cli.store.safety import NotWeightsError, check_weights_file, sniff
+from w2sd_cli.store.resume import keep_validator, read_validator, refuse_encoding, validator_of, validator_path
+from w2sd_cli.store.safety import sniff
 from w2sd_cli.store.settings import download_timeout, insecure_loopback
+from w2sd_cli.store.usable import broken_at_source, unusable_reason
 
 Progress = Callable[[dict[str, Any]], None]
 REDIRECTS = {301, 302, 303, 307, 308}
@@ -146,17 +149,23 @@ def download_to_part(url: str, part: Path, size: int | None, progress: Progress 
         label: the file's name in events and messages.
         auth: a credential for its one origin, or ``None``.
         weights: refuse an HTML or JSON body (a login page) instead of saving it.
+
+    The first answer's strong ETag (or Last-Modified) is kept beside the part (``<part>.if-range``) and every
+    resume sends it as ``If-Range``, so a file that changed meanwhile comes back whole instead of spliced.
     """
     resumes = 0
+    state = {"validator": read_validator(part)}
     while True:
         offset = part.stat().st_size if part.exists() else 0
         if size is not None and offset == size:
+            contain.remove(validator_path(part))
             return
         if size is not None and offset > size:
             contain.remove(part)
             offset = 0
         try:
-            _stream_once(url, part, offset, size, progress, label, auth, weights)
+            _stream_once(url, part, offset, size, progress, label, auth, weights, state)
+            contain.remove(validator_path(part))
             return
         except _Cut as cut:
             resumes += 1
@@ -169,8 +178,8 @@ def download_to_part(url: str, part: Path, size: int | None, progress: Progress 
 
 
 def _stream_once(url: str, part: Path, offset: int, size: int | None, progress: Progress | None, label: str,
-                 auth: Auth | None, weights: bool) -> None:
-    response, conn = _open(url, offset, auth)
+                 auth: Auth | None, weights: bool, state: dict[str, str | None]) -> None:
+    response, conn = _open(url, offset, auth, state["validator"] if offset else None)
     try:
         if response.status == 416 and offset:
             if _range_total(response) == offset:
@@ -179,6 +188,10 @@ def _stream_once(url: str, part: Path, offset: int, size: int | None, progress: 
             raise _Cut(progressed=True)
         if response.status not in (200, 206):
             raise _http_error(url, response)
+        refuse_encoding(url, response, label)
+        if response.status == 200:
+            state["validator"] = validator_of(response)
+            keep_validator(part, state["validator"])
         if response.status == 200 and offset:
             offset = 0
         if response.status == 206 and _range_start(response) != offset:
@@ -281,8 +294,13 @@ def _read(response: http.client.HTTPResponse, url: str, part: Path, done: int, p
         raise _Cut(progressed) from None
 
 
-def _open(url: str, offset: int, auth: Auth | None) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
-    """GET ``url`` from ``offset``, following redirects; ``auth`` goes to its origin only, until we leave it."""
+def _open(url: str, offset: int, auth: Auth | None,
+          validator: str | None = None) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
+    """GET ``url`` from ``offset``, following redirects; ``auth`` goes to its origin only, until we leave it.
+
+    A resume sends ``Range`` with ``If-Range: validator`` (when known): a server whose file changed answers
+    200 with the whole new body, which replaces the partial bytes.
+    """
     current = url
     trusted = auth is not None
     for _ in range(10):
@@ -293,6 +311,8 @@ def _open(url: str, offset: int, auth: Auth | None) -> tuple[http.client.HTTPRes
         headers = {"User-Agent": f"w2sd/{__version__}", "Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
+            if validator:
+                headers["If-Range"] = validator
         trusted = trusted and auth is not None and origin(current) == auth.origin and may_carry_token(current)
         if trusted and auth is not None:
             headers["Authorization"] = auth.header
@@ -383,11 +403,11 @@ def _finish(url: str, part: Path, sha256: str, size: int | None, progress: Progr
     digest = sha256_file(part, hashing)
     if digest != sha256 or (size is not None and got_size != size):
         bad = quarantine(part, "mismatch")
-        raise ModelError(
+        raise SourceMismatch(
             f"{label} from {redact_url(url)} does not match the card: expected sha256 {sha256}"
             f"{f' and {size} bytes' if size else ''}, got {digest} and {got_size} bytes. The download was moved to "
-            f"{bad}; nothing else was touched. If the file changed upstream, update the card's sha256."
-        )
+            f"{bad}; nothing else was touched. If the file changed upstream, update the card's sha256.",
+            retry=True)
     unusable = unusable_reason(part)  # a card that pins a truncated file: never stored as verified
     if unusable is not None:
         bad = quarantine(part, "unusable")
@@ -410,29 +430,3 @@ def _finish(url: str, part: Path, sha256: str, size: int | None, progress: Progr
     if progress:
         progress({"file": label, "bytes_done": got_size, "bytes_total": got_size, "status": "done"})
     return final_dir / name
-
-
-def unusable_reason(path: Path, expect_weights: bool = False) -> str | None:
-    """Why ``path`` cannot be loaded as weights (truncated safetensors, an HTML page...), or ``None``.
-
-    A file that looks like safetensors is always checked; other content only when ``expect_weights`` (a
-    weights file by name). Pickle checkpoints count as usable here: they are refused at use without
-    ``--allow-pickle``.
-    """
-    with path.open("rb") as fh:
-        kind = sniff(fh.read(64))
-    if kind != "safetensors" and not expect_weights:
-        return None
-    try:
-        check_weights_file(path, allow_pickle=True)
-    except NotWeightsError as err:
-        return err.why
-    return None
-
-
-def broken_at_source(label: str, source: str, why: str, moved: Path) -> str:
-    """The message for a file that downloaded intact but cannot be used as weights."""
-    return (f"{label} from {source} is not usable weights: {why}. Its sha256 matches what the source lists, so "
-            f"downloading it again gives the same bytes: the file is broken at the source. It was moved to {moved} "
-            "and not recorded. Point the card at another revision, file or url (or add a `mirrors:` entry), or "
-            "ask the model's author for a fixed file.")

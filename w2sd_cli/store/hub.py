@@ -25,11 +25,22 @@ PARTIAL_SUFFIX = ".w2sd-partial"
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One file of a Hub repo: its repo-relative path, size and (for LFS files) sha256."""
+    """One file of a Hub repo: its repo-relative path, its size, and what its bytes must hash to.
+
+    ``sha256`` is the card's pin when it pins this file, else the listing's LFS sha256; ``listed`` is the
+    listing's own LFS sha256 and ``blob_id`` its git blob id for a plain (non-LFS) file.
+    """
 
     path: str
     size: int | None
     sha256: str | None
+    blob_id: str | None = None
+    listed: str | None = None
+
+    @property
+    def etag(self) -> str | None:
+        """The ETag the Hub must answer for this file (the blob's name in the HF cache)."""
+        return self.listed or self.blob_id
 
 
 def cache_dir() -> Path:
@@ -61,8 +72,12 @@ def wanted(ref: ModelRef, path: str) -> bool:
     return not ref.allow_patterns or any(fnmatch.fnmatch(rel, p) for p in ref.allow_patterns)
 
 
-def resolve(ref: ModelRef, revision: str | None = None) -> tuple[str, list[RemoteFile]]:
-    """Ask the Hub for the commit ``revision`` (default: the card's) points at, and the files ``ref`` needs."""
+def resolve(ref: ModelRef, revision: str | None = None, lock: Path | None = None) -> tuple[str, list[RemoteFile]]:
+    """Ask the Hub for the commit ``revision`` (default: the card's) points at, and the files ``ref`` needs.
+
+    ``lock`` is the pair's lock file when ``revision`` is the commit it recorded (named if that commit is gone).
+    A card's ``sha256`` pins its one ``filename``: the file must hash to it, whatever the listing says.
+    """
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
 
@@ -70,10 +85,12 @@ def resolve(ref: ModelRef, revision: str | None = None) -> tuple[str, list[Remot
     check_ref(ref)
     api = HfApi()
     revision = revision or ref.revision or "main"
-    with hub_errors(ref):
+    pin = ref.sha256 if ref.filename else None
+    with hub_errors(ref, locked=revision if lock else None, lock=lock):
         commit = revision if COMMIT.match(revision) else str(api.repo_info(ref.repo_id, revision=revision).sha)
         tree = api.list_repo_tree(ref.repo_id, path_in_repo=ref.subfolder or None, revision=commit, recursive=True)
-        files = [RemoteFile(f.path, f.size, f.lfs.sha256 if f.lfs else None)
+        files = [RemoteFile(f.path, f.size, pin or (f.lfs.sha256 if f.lfs else None),
+                            None if f.lfs else f.blob_id, f.lfs.sha256 if f.lfs else None)
                  for f in tree if isinstance(f, RepoFile) and wanted(ref, f.path)]
     if not COMMIT.match(commit):
         raise DownloadError(f"The Hub answered {describe(ref)} with commit {commit[:60]!r}, not a 40-hex sha; check "
@@ -186,38 +203,24 @@ def _download_file(ref: ModelRef, repo_id: str, commit: str, remote: RemoteFile,
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     from w2sd_cli.store import contain
-    from w2sd_cli.store.fetch import download_to_part
-    from w2sd_cli.store.layout import file_lock, quarantine, record_verified, sha256_file
-    from w2sd_cli.store.plan import check_free
-    from w2sd_cli.store.safety import WEIGHT_SUFFIXES
+    from w2sd_cli.store.layout import file_lock, record_verified
 
     if cached_file(repo_id, remote.path, commit):
         return
+    refuse_listing(ref, remote)
     url = hf_hub_url(repo_id, remote.path, revision=commit)
     with hub_errors(ref):
         meta = get_hf_file_metadata(url, timeout=_timeout())
-    etag = meta.etag or remote.sha256
+    etag = meta.etag or remote.etag or remote.sha256
     if not etag or not SAFE_ETAG.match(etag):
         raise DownloadError(f"The Hub gave no usable ETag for {remote.path} of {describe(ref)}; w2sd cannot place "
                             "it in the HF cache. Try again later, or check HF_ENDPOINT.")
-    size = remote.size if remote.size is not None else meta.size
+    refuse_etag(ref, remote, etag)
     blob = repo_folder(repo_id) / "blobs" / etag
     link = snapshot_dir(repo_id, commit) / remote.path
     with file_lock(cache_dir() / ".locks" / repo_folder(repo_id).name / f"{etag}.lock"):
         if not blob.exists():
-            part = partial_path(repo_id, etag)
-            part.parent.mkdir(parents=True, exist_ok=True)
-            have = part.stat().st_size if part.exists() else 0
-            check_free(part.parent, (size or 0) - have, f"Downloading {remote.path} of {describe(ref)}")
-            weights = Path(remote.path).suffix.lower() in WEIGHT_SUFFIXES
-            download_to_part(url, part, size, progress, remote.path, hub_auth(url), weights=weights)
-            if remote.sha256:
-                digest = sha256_file(part, _verifying(progress, remote.path, part.stat().st_size))
-                if digest != remote.sha256:
-                    moved = quarantine(part, "mismatch")
-                    raise ModelError(f"{remote.path} of {describe(ref)} arrived with sha256 {digest}, but the Hub "
-                                     f"lists {remote.sha256}. It was moved to {moved}; run the same command again "
-                                     "to download it afresh.")
+            part = _fetch_part(ref, url, remote, etag, meta.size, progress)
             contain.move(part, blob)
             if remote.sha256:
                 record_verified(blob, remote.sha256)
@@ -225,6 +228,53 @@ def _download_file(ref: ModelRef, repo_id: str, commit: str, remote: RemoteFile,
     if progress:
         done = blob.stat().st_size
         progress({"file": remote.path, "bytes_done": done, "bytes_total": done, "status": "done"})
+
+
+def _fetch_part(ref: ModelRef, url: str, remote: RemoteFile, etag: str, head_size: int | None,
+                progress: Callable[[dict[str, Any]], None] | None) -> Path:
+    """Download one Hub file to its partial file and check it (size, sha256 or git blob id); returns the part."""
+    from w2sd_cli.store.checks import Expected, SourceMismatch, mismatch
+    from w2sd_cli.store.fetch import download_to_part
+    from w2sd_cli.store.layout import quarantine, sha256_file
+    from w2sd_cli.store.plan import check_free
+    from w2sd_cli.store.safety import WEIGHT_SUFFIXES
+
+    size = remote.size if remote.size is not None else head_size
+    part = partial_path(ref.repo_id or "", etag)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    have = part.stat().st_size if part.exists() else 0
+    check_free(part.parent, (size or 0) - have, f"Downloading {remote.path} of {describe(ref)}")
+    weights = Path(remote.path).suffix.lower() in WEIGHT_SUFFIXES
+    download_to_part(url, part, size, progress, remote.path, hub_auth(url), weights=weights)
+    digest = sha256_file(part, _verifying(progress, remote.path, part.stat().st_size)) if remote.sha256 else None
+    why = mismatch(part, Expected(remote.sha256, remote.blob_id, remote.size), digest)
+    if why is not None:
+        moved = quarantine(part, "mismatch")
+        raise SourceMismatch(f"{remote.path} of {describe(ref)} arrived with {why}. It was moved to {moved} and "
+                             "not stored.", retry=True)
+    return part
+
+
+def refuse_listing(ref: ModelRef, remote: RemoteFile) -> None:
+    """Refuse, before any byte, a file whose Hub listing gives another sha256 than the card pins."""
+    from w2sd_cli.store.checks import SourceMismatch
+
+    if remote.sha256 and remote.listed and remote.listed != remote.sha256:
+        raise SourceMismatch(f"The Hub lists {remote.path} of {describe(ref)} with sha256 {remote.listed}, but the "
+                             f"card pins {remote.sha256}: it is another file, so w2sd downloaded nothing from "
+                             "there. If the file changed upstream on purpose, update the card's sha256 (or its "
+                             "revision).", retry=False)
+
+
+def refuse_etag(ref: ModelRef, remote: RemoteFile, etag: str) -> None:
+    """Refuse a file whose ETag (its blob's name in the shared HF cache) contradicts the listing."""
+    from w2sd_cli.store.checks import SourceMismatch
+
+    if remote.etag and etag != remote.etag:
+        raise SourceMismatch(f"The Hub answered {remote.path} of {describe(ref)} with ETag {etag}, but its listing "
+                             f"says {remote.etag}. w2sd names HF-cache blobs by ETag, so it stored nothing rather "
+                             "than file other bytes under that name. Try again later, or check HF_ENDPOINT.",
+                             retry=False)
 
 
 def _link(link: Path, blob: Path) -> None:
@@ -282,8 +332,11 @@ def check_relative(path: str, what: str) -> None:
 
 
 @contextmanager
-def hub_errors(ref: ModelRef) -> Iterator[None]:
-    """Turn huggingface_hub and network errors into w2sd errors that say what to do (its log lines muted)."""
+def hub_errors(ref: ModelRef, locked: str | None = None, lock: Path | None = None) -> Iterator[None]:
+    """Turn huggingface_hub and network errors into w2sd errors that say what to do (its log lines muted).
+
+    ``locked`` is the commit a pair's ``lock`` file recorded, when that is what is being asked for.
+    """
     import logging
 
     from huggingface_hub import errors as hf
@@ -305,7 +358,13 @@ def hub_errors(ref: ModelRef) -> Iterator[None]:
         raise DownloadError(f"{name}: the repository does not exist or is private; check the repo_id, or set "
                             "HF_TOKEN to a token that may read it.") from None
     except hf.RevisionNotFoundError:
-        raise DownloadError(f"{name}: revision {ref.revision!r} does not exist; fix the card.") from None
+        if locked:
+            raise DownloadError(f"{name}: commit {locked}, which {lock} recorded for it, is gone from the "
+                                "repository (its history was rewritten?). Delete that lock file to move the pair "
+                                f"to what {ref.revision or 'main'} points at now (its files are hashed and "
+                                "recorded again), or pin the card's revision to a commit that exists.") from None
+        raise DownloadError(f"{name}: revision {ref.revision or 'main'!r} does not exist; fix the card's "
+                            "revision (a branch, tag or 40-hex commit of that repository).") from None
     except hf.RemoteEntryNotFoundError:
         raise DownloadError(f"{name}: a file the card names is not in the repository; fix the card.") from None
     except hf.HfHubHTTPError as err:

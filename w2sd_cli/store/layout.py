@@ -120,7 +120,12 @@ def quarantine(path: Path, label: str) -> Path:
 
     target_dir = quarantine_dir()
     target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{label}-{path.name}"
+    stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{label}"
+    target = target_dir / f"{stamp}-{path.name}"
+    for n in range(2, 1000):  # two failures of one file within a second must not overwrite each other
+        if not (target.is_symlink() or target.exists()):
+            break
+        target = target_dir / f"{stamp}-{n}-{path.name}"
     try:
         return contain.move(path, target)
     except OSError as err:

@@ -12,9 +12,11 @@ from typing import Any
 from w2sd_cli.cards import ModelRef, PairCard
 from w2sd_cli.errors import DownloadError, ModelError, OfflineError
 from w2sd_cli.store import contain, hub, pairlock
+from w2sd_cli.store.checks import Expected, SourceMismatch, mismatch
 from w2sd_cli.store.fetch import broken_at_source, fetch_url, redact, unusable_reason
 from w2sd_cli.store.layout import find_blob, hash_verified, part_path, quarantine
 from w2sd_cli.store.plan import PlannedModel, check_free, files_under, human, plan_pull
+from w2sd_cli.store.relay import Relay
 from w2sd_cli.store.safety import WEIGHT_SUFFIXES, check_weights_file
 
 Progress = Callable[[dict[str, Any]], None]
@@ -29,6 +31,7 @@ class Located:
     commit: str | None = None
     files: dict[str, Path] = field(default_factory=dict)
     expected: dict[str, str] = field(default_factory=dict)
+    listed: dict[str, Expected] = field(default_factory=dict)  # plain Hub files: size and git blob id
 
 
 @dataclass
@@ -108,7 +111,7 @@ def ensure_models(card: PairCard, keys: list[str] | None = None, *, offline: boo
         raise OfflineError(f"Pair {card.name} is missing {missing} and w2sd is offline. Run `w2sd pull {card.name}` "
                            "without --offline / HF_HUB_OFFLINE=1.")
     plan.check_space()
-    relay = _Relay(card.name, plan, observer)
+    relay = Relay(card.name, plan, observer)
     slots = threading.BoundedSemaphore(max(workers, 1))
 
     def one(model: PlannedModel) -> Located:
@@ -161,64 +164,20 @@ def _run_all(one: Callable[[PlannedModel], Located], models: list[PlannedModel],
     return {key: f.result() for key, f in futures.items()}
 
 
-class _Relay:
-    """Turns the per-file callbacks of parallel downloads into ``ensure_models``'s serialised events."""
-
-    def __init__(self, pair: str, plan: Any, observer: Progress | None) -> None:
-        self.pair = pair
-        self.observer = observer
-        self.lock = threading.Lock()
-        missing = [(m.key, f) for m in plan.models for f in m.files if not f.present]
-        self.total = sum(f.size or 0 for _, f in missing)
-        self.files_total = len(missing)
-        self.done: dict[tuple[str, str], int] = {(k, f.name): f.partial for k, f in missing}
-        self.sizes: dict[tuple[str, str], int] = {}
-        self.finished: set[tuple[str, str]] = set()
-        self.emit({"event": "plan", "models": [m.key for m in plan.models], "files": len(missing),
-                   "bytes_total": self.total, "unknown_sizes": any(f.size is None for _, f in missing)})
-
-    def emit(self, event: dict[str, Any]) -> None:
-        if self.observer is not None:
-            with self.lock:
-                self.observer({**event, "pair": self.pair})
-
-    def for_key(self, key: str) -> Progress:
-        def observe(info: dict[str, Any]) -> None:
-            name = (key, str(info.get("file")))
-            status = info.get("status")
-            with self.lock:
-                if status == "downloading" or (status == "done" and name not in self.finished):
-                    if name not in self.done and name not in self.finished:
-                        self.files_total += 1
-                        if isinstance(info.get("bytes_total"), int):
-                            self.total += int(info["bytes_total"])
-                    if status == "downloading":
-                        self.done[name] = int(info.get("bytes_done") or 0)
-                    else:
-                        self.finished.add(name)
-                        self.done[name] = int(info.get("bytes_done") or self.done.get(name, 0))
-                overall = {"event": "overall", "pair": self.pair, "bytes_done": sum(self.done.values()),
-                           "bytes_total": max(self.total, sum(self.done.values())),
-                           "files_done": len(self.finished), "files_total": self.files_total}
-                if self.observer is not None:
-                    self.observer({**info, "event": "file", "pair": self.pair, "key": key})
-                    self.observer(overall)
-        return observe
-
-
 def _fetch(ref: ModelRef, job: _Fetch) -> Located:
     """Fetch ``ref`` from its source, then from each mirror in turn while a source refuses."""
     sources = _sources(ref)
     refusals: list[str] = []
     for source in sources:
         try:
-            return _fetch_one(ref, source, job)
-        except (DownloadError, OfflineError) as err:
+            return _fetch_one(ref, source, job, last=source is sources[-1])
+        except (DownloadError, OfflineError, SourceMismatch) as err:
             if source is sources[-1]:
                 if not refusals:
                     raise
                 refusals.append(f"{_name(source)}: {err}")
-                kind = OfflineError if isinstance(err, OfflineError) else DownloadError
+                kind = OfflineError if isinstance(err, OfflineError) else \
+                    DownloadError if isinstance(err, DownloadError) else ModelError
                 raise kind(f"No source of {job.pair or 'the pair'}/{job.key or 'model'} could deliver it. "
                            + " ".join(f"({i}) {r}" for i, r in enumerate(refusals, 1))) from None
             refusals.append(f"{_name(source)}: {err}")
@@ -239,23 +198,33 @@ def _name(ref: ModelRef) -> str:
     return redact(ref.url) if ref.url else f"hf:{hub.describe(ref)}" if ref.repo_id else f"path:{ref.path}"
 
 
-def _fetch_one(ref: ModelRef, source: ModelRef, job: _Fetch) -> Located:
-    """One source: fetch, verify (a quarantined download is fetched once more), check it is usable, record."""
+def _fetch_one(ref: ModelRef, source: ModelRef, job: _Fetch, last: bool = True) -> Located:
+    """One source: fetch, verify, check it is usable, record.
+
+    Bytes that fail their check are quarantined; the last source is then fetched once more in the same run
+    (earlier ones give way to the next mirror at once).
+    """
     recorded = pairlock.entry(job.pair, job.key, ref) if job.pair and job.key else None
     if recorded and ref.mirrors and recorded.get("source") != pairlock.source_of(source):
         recorded = None
     planned = job.planned if source is ref else None
     for attempt in (1, 2):
-        found = _get(source, recorded, job, planned)
+        try:
+            found = _get(source, recorded, job, planned)
+        except SourceMismatch as bad:
+            if not (bad.retry and last and attempt == 1):
+                raise
+            planned = None
+            continue
         if source.sha256 and found.path.is_file():
-            found.expected.setdefault(found.path.name, source.sha256)
+            found.expected[_rel(found)] = source.sha256  # the card's pin outranks any listing
         try:
             _verify(found, recorded, job.pair, own=not source.path, progress=job.progress)
             break
         except _Quarantined as bad:
-            if job.offline or attempt == 2:
-                raise ModelError(bad.message + f" Run `w2sd pull {job.pair or 'PAIR'}` to download it again.") \
-                    from None
+            if job.offline or attempt == 2 or not last:
+                raise SourceMismatch(bad.message + f" Run `w2sd pull {job.pair or 'PAIR'}` to download it "
+                                     "again.", retry=True) from None
             planned = None
     _check_usable(found, source, job, own=not source.path)
     if job.pair and job.key and recorded is None and not (source.repo_id and found.commit is None):
@@ -263,6 +232,11 @@ def _fetch_one(ref: ModelRef, source: ModelRef, job: _Fetch) -> Located:
             rel: {"sha256": hash_verified(p, _hashing(job.progress, rel, p)), "size": p.stat().st_size}
             for rel, p in found.files.items()}, source=pairlock.source_of(source))
     return found
+
+
+def _rel(found: Located) -> str:
+    """The key of ``found.path`` among ``found.files`` (a Hub file is keyed by its repo path)."""
+    return next((rel for rel, p in found.files.items() if p == found.path), found.path.name)
 
 
 def _get(ref: ModelRef, recorded: dict[str, Any] | None, job: _Fetch, planned: PlannedModel | None) -> Located:
@@ -354,12 +328,13 @@ def _hub(ref: ModelRef, recorded: dict[str, Any] | None, job: _Fetch, planned: P
     if planned is not None and planned.remotes and planned.commit:
         commit, remotes = planned.commit, list(planned.remotes)
     else:
-        commit, remotes = hub.resolve(ref, commit)
+        commit, remotes = hub.resolve(ref, commit, pairlock.lock_path(job.pair) if commit and job.pair else None)
     need = sum(r.size or 0 for r in remotes if hub.cached_file(ref.repo_id, r.path, commit) is None)
     check_free(hub.cache_dir(), need, f"Downloading {hub.describe(ref)}")
     root = hub.download(ref, commit, remotes, job.progress, workers=job.workers, slots=job.slots)
     return Located(hub.result_path(ref, root), commit, {r.path: root / r.path for r in remotes},
-                   {r.path: r.sha256 for r in remotes if r.sha256})
+                   {r.path: r.sha256 for r in remotes if r.sha256},
+                   {r.path: Expected(None, r.blob_id, r.size) for r in remotes if not r.sha256 and r.blob_id})
 
 
 def _verify(found: Located, recorded: dict[str, Any] | None, pair: str | None, own: bool,
@@ -378,25 +353,33 @@ def _verify(found: Located, recorded: dict[str, Any] | None, pair: str | None, o
         got = hash_verified(path, _hashing(progress, rel, path))
         if got != sha:
             _mismatch(path, sha, got, pair, own)
+    for rel, want in found.listed.items():
+        path = found.files.get(rel)
+        why = mismatch(path, want) if path is not None and rel not in expected and path.exists() else None
+        if path is not None and why is not None:
+            _mismatch(path, str(want.blob_id), "", pair, own, why)
 
 
-def _mismatch(path: Path, expected: str, got: str, pair: str | None, own: bool) -> None:
-    """Quarantine a downloaded file that fails its hash (``_Quarantined``), or explain (``ModelError``)."""
+def _mismatch(path: Path, expected: str, got: str, pair: str | None, own: bool, why: str | None = None) -> None:
+    """Quarantine a downloaded file that fails its hash (``_Quarantined``), or explain (``ModelError``).
+
+    ``why`` replaces the sha256 wording (``has WHY``) for a check other than sha256.
+    """
     size = human(path.stat().st_size)
+    has = why or f"sha256 {got}, but {expected} was expected"
     if own and contain.owns_file(path):
         moved = quarantine(path, "mismatch")
         if path.is_symlink():
             contain.remove(path)
-        raise _Quarantined(f"{path} ({size}) has sha256 {got}, but {expected} was expected: it is corrupt or "
-                           f"changed. It was moved to {moved}.")
+        raise _Quarantined(f"{path} ({size}) has {has}: it is corrupt or changed. It was moved to {moved}.")
     if own:
         raise ModelError(
-            f"{path} ({size}) has sha256 {got}, but {expected} was expected. It is a link to {path.resolve()}, "
+            f"{path} ({size}) has {has}. It is a link to {path.resolve()}, "
             "a file outside the folders w2sd manages, so w2sd left it alone (nothing was moved or deleted). "
             f"Restore that file, or remove the link {path} and run `w2sd pull {pair or 'PAIR'}` to download a "
             "fresh copy.")
     lock = f" in {pairlock.lock_path(pair)}" if pair else ""
-    raise ModelError(f"{path} ({size}) has sha256 {got}, but {expected} was expected{lock}. w2sd does not touch "
+    raise ModelError(f"{path} ({size}) has {has}{lock}. w2sd does not touch "
                      "your own files: restore the original, or, if the change is intended, fix the card's sha256 "
                      "or delete the lock file so it is recorded again.")
 

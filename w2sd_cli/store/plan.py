@@ -155,17 +155,17 @@ def _plan_hub(pair: str, key: str, ref: ModelRef, offline: bool) -> PlannedModel
         found = tuple(PlannedFile(rel, p.stat().st_size, True)
                       for rel, p in files_under(hub.result_path(ref, root)).items()) if root else ()
         return PlannedModel(key, ref, source, None, found or (PlannedFile(source, None, False),), hub.cache_dir())
-    commit, remotes = hub.resolve(ref, commit)
+    commit, remotes = hub.resolve(ref, commit, pairlock.lock_path(pair) if commit else None)
     files = tuple(PlannedFile(r.path, r.size, hub.cached_file(ref.repo_id, r.path, commit) is not None, r.sha256,
-                              _hub_partial(ref.repo_id, r.sha256)) for r in remotes)
+                              _hub_partial(ref.repo_id, r.etag)) for r in remotes)
     return PlannedModel(key, ref, source, commit, files, hub.cache_dir(), tuple(remotes))
 
 
-def _hub_partial(repo_id: str, sha256: str | None) -> int:
-    """Bytes a resumable partial download of a Hub LFS file already holds (its etag is its sha256)."""
-    if not sha256:
+def _hub_partial(repo_id: str, etag: str | None) -> int:
+    """Bytes a resumable partial download of a Hub file already holds (named by its listed etag)."""
+    if not etag:
         return 0
-    part = hub.partial_path(repo_id, sha256)
+    part = hub.partial_path(repo_id, etag)
     return part.stat().st_size if part.exists() else 0
 
 

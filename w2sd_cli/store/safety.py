@@ -55,7 +55,12 @@ def sniff(head: bytes) -> Format:
 
 
 def safetensors_header(path: Path) -> dict[str, Any]:
-    """The parsed JSON header of a safetensors file; ``ModelError`` when it does not parse or overruns."""
+    """The parsed JSON header of a safetensors file, checked as the safetensors loader checks it.
+
+    ``NotWeightsError`` when it does not parse, overruns the file, or contradicts itself (an unknown dtype,
+    non-integer or reversed offsets, overlapping tensors or gaps, shape × dtype size ≠ its byte range, bytes
+    the tensors do not cover): files the loader refuses are never called usable.
+    """
     size = path.stat().st_size
     with path.open("rb") as fh:
         raw = fh.read(8)
@@ -70,11 +75,32 @@ def safetensors_header(path: Path) -> dict[str, Any]:
             raise NotWeightsError(path, f"its safetensors header is not valid JSON ({err})") from None
     if not isinstance(header, dict):
         raise NotWeightsError(path, "its safetensors header is not a JSON object")
-    end = 8 + length + max((int(v["data_offsets"][1]) for k, v in header.items()
-                            if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v), default=0)
+    end = 8 + length + max((_end(v) for k, v in header.items() if k != "__metadata__"), default=0)
     if end > size:
         raise NotWeightsError(path, f"its tensors need {end} bytes but the file has {size} (truncated?)")
+    _loader_check(path)
     return header
+
+
+def _end(entry: Any) -> int:
+    """A tensor entry's end offset when it is a plain integer (the loader check judges the rest)."""
+    offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+    if isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets):
+        return max(int(offsets[1]), 0)
+    return 0
+
+
+def _loader_check(path: Path) -> None:
+    """Open the file with the safetensors library itself (header only, nothing is read into memory)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy"):
+            pass
+    except SafetensorError as err:
+        text = str(err).removeprefix("Error while deserializing header: ")
+        text = "".join(c if c.isprintable() else " " for c in text)[:300]
+        raise NotWeightsError(path, f"the safetensors loader refuses its header ({text})") from None
 
 
 def check_weights_file(path: Path, allow_pickle: bool = False) -> Literal["safetensors", "pickle"]:
