@@ -81,36 +81,83 @@ def ordered_columns(report: Report) -> list[str]:
     return first + [c for c in report.metrics if c not in first]
 
 
+CONTROLS = ("extrapolate", "equal-nfe", "first-order")
+"""The controls whose gains a verdict shows beside W2SD's: W2SD should beat what costs the same or less."""
+
+
 def headline(report: Report, method: str = "w2sd") -> list[dict[str, Any]]:
-    """Per primary metric: the verdict of ``method`` against strong and one plain sentence saying it."""
+    """Per primary metric, in reading order (the card's checker first, side effects last): the verdict of
+    ``method`` against strong, the controls' differences, the scorable share and one plain sentence.
+
+    A metric with no better direction gets no verdict; one that scored nothing says so instead."""
     if method not in report.methods or "strong" not in report.methods:
         return []
     found = []
-    for col in [c for c in report.primary.values() if c in report.metrics]:
-        result = verdict(report, col, method)
-        if result["verdict"] == "unknown":
+    for name, col in report.primary.items():
+        if col not in report.metrics:
+            if name in report.scorable:
+                found.append(_nothing_scored(report, name, col))
             continue
+        result = verdict(report, col, method)
+        if result["verdict"] == "unknown" or result["direction"] == 0:
+            continue
+        result["controls"] = _controls(report, col)
+        if name in report.scorable:
+            result["scorable"] = report.scorable[name]
         result["sentence"] = _sentence(result, report.unit)
         found.append(result)
     return found
 
 
+def _nothing_scored(report: Report, name: str, col: str) -> dict[str, Any]:
+    scored, given = report.scorable[name]
+    return {"metric": col, "method": "w2sd", "verdict": "unscorable", "scorable": [scored, given],
+            "sentence": f"Nothing could be scored on {name}: {scored} of {given} items are scorable (their prompts "
+                        "use words the pair does not know), so there is no verdict."}
+
+
+def _controls(report: Report, col: str) -> dict[str, dict[str, Any]]:
+    out = {}
+    for method in CONTROLS:
+        row = report.row(method, col)
+        if row is not None and row.vs_strong is not None and row.vs_strong.diff is not None:
+            c = row.vs_strong
+            out[method] = {"diff": c.diff, "low": c.low, "high": c.high, "wins": c.wins, "ties": c.ties,
+                           "losses": c.losses}
+    return out
+
+
+def _delta(diff: float, low: float | None, high: float | None) -> str:
+    interval = f" (95% CI {low:+.3g} to {high:+.3g})" if low is not None and high is not None else ""
+    return f"Δ {diff:+.3g}{interval}"
+
+
+def record(result: dict[str, Any], unit: str) -> str:
+    """``4 wins, 12 ties, 0 losses over 16 prompts`` (never ties folded into a rate)."""
+    return (f"{result['wins']} win{'s' * (result['wins'] != 1)}, {result['ties']} tie{'s' * (result['ties'] != 1)}, "
+            f"{result['losses']} loss{'es' * (result['losses'] != 1)} over {result['units']} {unit}s")
+
+
 def _sentence(result: dict[str, Any], unit: str) -> str:
-    metric, units = result["metric"], result["units"]
+    metric = result["metric"]
     better = {1: "higher is better", -1: "lower is better"}.get(result["direction"], "neither way is better")
-    interval = (f" (95% CI {result['low']:+.3g} to {result['high']:+.3g})" if result.get("low") is not None
-                else " (no interval: one unit)")
-    delta = f"Δ {result['diff']:+.3g}{interval}"
-    wins = f"winning {result['win_rate']:.0%} of {units} {unit}s"
+    delta = _delta(result["diff"], result.get("low"), result.get("high"))
+    if result.get("low") is None:
+        delta += " (no interval: one unit)"
     pinned = result.get("best") if result.get("ceiling") else result.get("constant")
     if pinned is not None:
-        return (f"On {metric}, W2SD and strong both score {pinned:.4g} on every {unit}: this set cannot show a "
+        text = (f"On {metric}, W2SD and strong both score {pinned:.4g} on every {unit}: this set cannot show a "
                 "difference.")
-    if result["verdict"] == "better":
-        return f"W2SD beats strong on {metric} ({better}): {delta}, {wins}."
-    if result["verdict"] == "worse":
-        return f"W2SD is worse than strong on {metric} ({better}): {delta}, {wins}."
-    return f"No clear difference between W2SD and strong on {metric} ({better}): {delta} over {units} {unit}s."
+    elif result["verdict"] == "better":
+        text = f"W2SD beats strong on {metric} ({better}): {delta}; {record(result, unit)}."
+    elif result["verdict"] == "worse":
+        text = f"W2SD is worse than strong on {metric} ({better}): {delta}; {record(result, unit)}."
+    else:
+        text = (f"No clear difference between W2SD and strong on {metric} ({better}): {delta}; "
+                f"{record(result, unit)}.")
+    controls = [f"{LABELS.get(m, m)} {_delta(c['diff'], c['low'], c['high'])}"
+                for m, c in (result.get("controls") or {}).items()]
+    return text + (f" Controls vs strong: {'; '.join(controls)}." if controls else "")
 
 
 def write_plots(report: Report, folder: Path) -> list[Path]:
@@ -123,22 +170,7 @@ def write_plots(report: Report, folder: Path) -> list[Path]:
     columns = shown_columns(report)
     if not columns:
         return []
-    written = []
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.4), squeeze=False)
-    for ax, col in zip(axes[0], columns, strict=True):
-        for method in report.methods:
-            row = report.row(method, col)
-            nfe = report.cost[method]["nfe"]
-            if row is None or row.mean is None or nfe is None:
-                continue
-            ax.scatter([nfe], [row.mean], s=64, color=colour(method, report.methods), label=LABELS.get(method, method))
-            ax.annotate(LABELS.get(method, method), (nfe, row.mean), textcoords="offset points", xytext=(5, 4),
-                        fontsize=8)
-        ax.set_xlabel("NFE per item")
-        ax.set_title(col, fontsize=9)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    written.append(_save(fig, folder / "metric-vs-nfe.png"))
+    written = [_save(nfe_figure(report, columns), folder / "metric-vs-nfe.png")]
     others = [m for m in report.methods if m != "strong"]
     fig, ax = plt.subplots(figsize=(max(4.5, 1.4 * len(columns) * max(1, len(others))), 3.4))
     width = 0.8 / max(1, len(others))
@@ -165,6 +197,36 @@ def write_plots(report: Report, folder: Path) -> list[Path]:
     return written
 
 
+def nfe_figure(report: Report, columns: list[str]) -> Any:
+    """Each method's mean (with its 95% interval) against its NFE, one panel per column; methods that land
+    on the same point share one label ("W2SD = first-order") instead of printing over each other."""
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.4), squeeze=False)
+    for ax, col in zip(axes[0], columns, strict=True):
+        points: dict[tuple[float, float], list[str]] = {}
+        for method in report.methods:
+            row = report.row(method, col)
+            nfe = report.cost[method]["nfe"]
+            if row is None or row.mean is None or nfe is None:
+                continue
+            low = row.mean - row.low if row.low is not None else 0.0
+            high = row.high - row.mean if row.high is not None else 0.0
+            ax.errorbar([nfe], [row.mean], yerr=[[low], [high]], fmt="o", markersize=8, capsize=4,
+                        color=colour(method, report.methods), label=LABELS.get(method, method))
+            points.setdefault((round(nfe, 6), round(row.mean, 9)), []).append(LABELS.get(method, method))
+        for (nfe, mean), names in points.items():
+            ax.annotate(" = ".join(names), (nfe, mean), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        direction = next((r.direction for r in report.rows if r.metric == col), 1)
+        better = {1: "higher is better", -1: "lower is better"}.get(direction, "no better direction")
+        ax.set_ylabel(f"mean {col} per {report.unit} ({better})", fontsize=8)
+        ax.set_xlabel("NFE per item")
+        ax.set_title(f"{col} (bars: 95% CI)", fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def _save(fig: Any, path: Path) -> Path:
     with atomic_path(path) as tmp, tmp.open("wb") as handle:
         fig.savefig(handle, format="png", dpi=110)
@@ -173,8 +235,9 @@ def _save(fig: Any, path: Path) -> Path:
 
 def summary_rows(report: Report, columns: list[str] | None = None,
                  rows: list[Row] | None = None) -> tuple[list[str], list[list[Any]]]:
-    """The table: per metric column and method the mean, Δ vs strong [95% CI], win rate, NFE, s/item."""
-    header = ["metric", "method", "mean", "Δ vs strong", "95% CI", "win rate", "NFE", "s/item", "n"]
+    """The table: per metric column and method the mean, Δ vs strong [95% CI], win rate, wins/ties/losses,
+    NFE, s/item."""
+    header = ["metric", "method", "mean", "Δ vs strong", "95% CI", "win rate", "W/T/L", "NFE", "s/item", "n"]
     body = []
     chosen = rows if rows is not None else report.rows
     if columns is not None:
@@ -185,6 +248,7 @@ def summary_rows(report: Report, columns: list[str] | None = None,
         cost = report.cost.get(row.method, {})
         body.append([row.metric + (f" ({row.category})" if row.category else ""), row.method, row.mean,
                      f"{c.diff:+.4g}" if c and c.diff is not None else None, interval, c.win_rate if c else None,
+                     f"{c.wins}/{c.ties}/{c.losses}" if c and c.wins is not None else None,
                      cost.get("nfe"), cost.get("seconds"), row.n])
     return header, body
 
@@ -201,8 +265,9 @@ def write_html(report: Report, run_dir: Path, plan: dict[str, Any], plots: list[
              f"steps {plan['settings'].get('steps')}, λ {plan['settings'].get('lam')}; "
              f"prompts: {_e(str(plan['prompt_set'].get('name')))} ({len(plan['prompts'])}); "
              f"seeds: {_e(str(plan['seeds']))}. Δ is paired against <b>strong</b> with a percentile-bootstrap 95% "
-             "interval; win rate counts units where the method is better (ties count half; where no direction is "
-             "better, e.g. saturation or diversity, it counts units where the method is higher).</p>",
+             "interval over the (prompt, seed) items both sides have; W/T/L counts units where the method is better, "
+             "equal, worse, and win rate is wins plus half the ties. Metrics where no direction is better (e.g. "
+             "saturation or diversity) get neither.</p>",
              "<h2>All numbers</h2><p>Primary metrics (bold) first, then diversity and the secondary keys.</p>",
              _table(header, body, [r[0] in primary for r in body])]
     if report.categories:
@@ -226,18 +291,46 @@ def write_html(report: Report, run_dir: Path, plan: dict[str, Any], plots: list[
 
 
 def _verdict_html(report: Report) -> str:
-    """The headline: one sentence per primary metric, with a warning when few units back it."""
+    """The headline: one item per primary metric, then the run's completeness, unscorable share and cost."""
     found = headline(report)
+    facts = "".join(f"<p class='fact'>{_e(line)}</p>" for line in verdict_facts(report))
     if not found:
         return ("<section id='verdict'><h2>Verdict</h2><p>No verdict: the run needs W2SD and strong items scored by "
-                "a metric (`w2sd eval`).</p></section>")
+                f"a metric (`w2sd eval`).</p>{facts}</section>")
     items = []
     for result in found:
-        warn = (f" <span class='warn'>Only {result['units']} {report.unit}s back this (fewer than {SMALL_N}): "
-                "treat it as a hint.</span>" if result["units"] < SMALL_N else "")
+        units = result.get("units")
+        warn = (f" <span class='warn'>Only {units} {report.unit}s back this (fewer than {SMALL_N}): "
+                "treat it as a hint.</span>" if units is not None and units < SMALL_N else "")
         items.append(f"<li class='{_e(result['verdict'])}' data-metric='{_e(result['metric'])}'>"
                      f"{_e(result['sentence'])}{warn}</li>")
-    return f"<section id='verdict'><h2>Verdict: W2SD vs strong</h2><ul>{''.join(items)}</ul></section>"
+    return f"<section id='verdict'><h2>Verdict: W2SD vs strong</h2><ul>{''.join(items)}</ul>{facts}</section>"
+
+
+def verdict_facts(report: Report) -> list[str]:
+    """What qualifies every verdict: missing items, unpaired scores, unscorable items and the cost (NFE)."""
+    lines = []
+    missing = report.total - report.done
+    if missing:
+        lines.append(f"Incomplete run: {missing} of {report.total} planned items are missing"
+                     f"{f' ({report.failed} failed)' if report.failed else ''}; comparisons pair only the "
+                     "(prompt, seed) items both sides have (resume `w2sd bench` to fill the rest).")
+    unpaired = max((r.vs_strong.unpaired for r in report.rows if r.method == "w2sd" and r.vs_strong), default=0)
+    if unpaired:
+        lines.append(f"{unpaired} scored item{'s' * (unpaired != 1)} of W2SD or strong "
+                     f"{'has' if unpaired == 1 else 'have'} no partner with the same prompt and seed and "
+                     f"{'is' if unpaired == 1 else 'are'} left out of the comparison.")
+    for name, (scored, given) in report.scorable.items():
+        if scored < given:
+            lines.append(f"{name}: {given - scored} of {given} items ({(given - scored) / given:.0%}) are unscorable "
+                         "(words the pair does not know) and left out of its accuracies.")
+    costs = [f"{LABELS.get(m, m)} {report.cost[m]['nfe']:.0f}" for m in report.methods
+             if report.cost.get(m, {}).get("nfe") is not None]
+    strong, w2sd = (report.cost.get(m, {}).get("nfe") for m in ("strong", "w2sd"))
+    if costs:
+        ratio = f" (W2SD costs {w2sd / strong:.2g}× strong)" if strong and w2sd else ""
+        lines.append(f"Cost, network evaluations (NFE) per item: {', '.join(costs)}{ratio}.")
+    return lines
 
 
 def _legend(methods: list[str]) -> str:
