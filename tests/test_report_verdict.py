@@ -124,3 +124,11 @@ def test_the_nfe_plot_has_intervals_a_y_label_and_one_label_per_point() -> None:
     assert "level" in ax.get_ylabel() and "higher is better" in ax.get_ylabel()
     bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
     assert len(bars) == 3 and all(c.has_yerr for c in bars)
+
+
+def test_the_cards_own_checker_leads_and_side_effects_close() -> None:
+    from w2sd_cli.bench.analysis import ranked
+
+    plan = {"card": {"metrics": ["shapes-checker"]}}
+    assert ranked(["image-stats", "level", "shapes-checker"], plan) == ["shapes-checker", "level", "image-stats"]
+    assert ranked(["image-stats", "hpsv2"], {"card": {}}) == ["hpsv2", "image-stats"]
