@@ -161,7 +161,8 @@ def report(
     json_output: JsonFlag = False,
 ) -> None:
     """Per method and metric: mean, paired Δ vs strong with a bootstrap 95% CI, win rate, NFE, s/item."""
-    from w2sd_cli.bench.report import build, headline, shown_columns, summary_rows, verdict_facts
+    from w2sd_cli.bench.headline import headline, verdict_facts
+    from w2sd_cli.bench.report import build, shown_columns, summary_rows
     from w2sd_cli.cli.output import err_console, print_json, table
 
     result, files = build(run_dir, out, plots=plots, page=html)
@@ -223,7 +224,7 @@ def check(
 
 def check_sentence(result: dict[str, Any]) -> str:
     """One line: better / worse / unclear, the paired difference, its interval and wins / ties / losses."""
-    from w2sd_cli.bench.report import record
+    from w2sd_cli.bench.headline import record
 
     if result.get("diff") is None:
         return f"{result['pair']}: no comparison possible on {result['metric']} (no scored items)."
