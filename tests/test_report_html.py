@@ -47,7 +47,7 @@ def test_the_page_leads_with_a_verdict_and_keeps_colours_grid_and_order(tmp_path
     verdict = body[body.index("id='verdict'"):body.index("</section>")]
     assert "W2SD beats strong on level (higher is better): Δ +5" in verdict
     assert "Only 3 prompts back this (fewer than 10)" in verdict
-    assert [h["metric"] for h in report["headline"]] == ["bright.all", "image-stats.clipped", "level"]
+    assert [h["metric"] for h in report["headline"]] == ["bright.all", "level", "image-stats.clipped"]
     table = body[body.index("All numbers"):body.index("Per category") if "Per category" in body else None]
     assert table.index("image-stats.clipped") < table.index("image-stats.brightness")
     assert table.index("level.diversity") < table.index("image-stats.saturation")

@@ -198,10 +198,12 @@ TESTS = '''"""The plugin's own tests: listed, and its pair works through `w2sd g
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 
 @pytest.fixture(autouse=True)
@@ -214,11 +216,11 @@ def fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def invoke(*args: str) -> dict:
-    from w2sd_cli.cli import build_app
-
-    result = CliRunner().invoke(build_app(), [*args, "--json"])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    """Run the installed `w2sd` command, as a user would, and read its --json output."""
+    done = subprocess.run([sys.executable, "-m", "w2sd_cli", *args, "--json"], capture_output=True, text=True,
+                          env=dict(os.environ), timeout=600)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 def test_the_pair_is_listed_with_this_plugin() -> None:

@@ -2,6 +2,9 @@
 
 Use in a plugin's own tests::
 
+    import pytest
+
+    from w2sd_cli.pairs import get_registry
     from w2sd_cli.testing import installed_plugin, reset
 
     @pytest.fixture(autouse=True)

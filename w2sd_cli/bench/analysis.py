@@ -2,8 +2,10 @@
 bootstrap 95% interval, the win rate, NFE and seconds per item; per prompt category too.
 
 Items made from the same prompt and seed share their initial noise across methods, so comparisons are
-paired. The unit is the prompt (its seeds averaged) when a run has several prompts, else the seed. The
-interval resamples units with replacement (percentile bootstrap, fixed seed: reports are reproducible).
+paired, and only on the (prompt, seed) items both sides have a value for: a run stopped mid-group or a NaN
+score drops that item from both sides. The unit is the prompt (its common seeds averaged) when a run has
+several prompts, else the seed. The interval resamples units with replacement (percentile bootstrap, fixed
+seed: reports are reproducible). Win rates and wins/ties/losses exist only for metrics with a direction.
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ class Comparison:
     units: int
     constant: float | None = None
     """The one value every compared unit has on both sides (a metric pinned at, say, its ceiling), else None."""
+    wins: int | None = None
+    ties: int | None = None
+    losses: int | None = None
+    """Units where the method is better, equal, worse (None, like ``win_rate``, when no direction is better)."""
+    unpaired: int = 0
+    """Scored items left out because the other side has no value for the same (prompt, seed)."""
 
 
 @dataclass
@@ -49,6 +57,9 @@ class Row:
     direction: int
     vs_strong: Comparison | None = None
     category: str | None = None
+    low: float | None = None
+    high: float | None = None
+    """Percentile-bootstrap 95% interval of ``mean`` over units (None with fewer than two)."""
 
 
 @dataclass
@@ -70,6 +81,8 @@ class Report:
     bounds: dict[str, list[float]] = field(default_factory=dict)
     """Per column the metric's declared [worst-or-lowest, highest] values, where it declares them."""
     warnings: list[str] = field(default_factory=list)
+    scorable: dict[str, list[int]] = field(default_factory=dict)
+    """Per metric with a ``scorable`` key: [items it could score, items it was given]."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +135,7 @@ def analyse(run_dir: Path, baseline: str = BASELINE, seed: int = 0) -> Report:
             bounds[column(name, key)] = [float(pair[0]), float(pair[1])]
         if meta.get("diversity"):
             directions[f"{name}.diversity"] = 0
+    primary = {name: primary[name] for name in ranked(list(primary), plan)}
     columns = sorted(directions)
     several_prompts = len({ln["prompt_index"] for ln in lines}) > 1
     report = Report(str(run_dir), plan["pair"], methods, columns, primary, "prompt" if several_prompts else "seed",
@@ -129,18 +143,52 @@ def analyse(run_dir: Path, baseline: str = BASELINE, seed: int = 0) -> Report:
     categories = sorted({str(ln["category"]) for ln in lines if ln.get("category")})
     for col in columns:
         for method in methods:
-            mine = _units(lines, values, diversity, method, col, several_prompts)
-            base = _units(lines, values, diversity, baseline, col, several_prompts)
-            report.rows.append(_row(method, col, mine, base, directions[col], method != baseline, seed))
+            report.rows.append(_row(method, col, _Side(lines, values, diversity, several_prompts), baseline,
+                                    directions[col], seed))
             for category in categories:
                 chosen = [ln for ln in lines if ln.get("category") == category]
-                mine = _units(chosen, values, diversity, method, col, True)
-                base = _units(chosen, values, diversity, baseline, col, True)
-                row = _row(method, col, mine, base, directions[col], method != baseline, seed)
+                row = _row(method, col, _Side(chosen, values, diversity, True), baseline, directions[col], seed)
                 row.category = category
                 report.categories.append(row)
+    report.scorable = _scorable(lines, values, list(metas))
     report.warnings = small_n_warnings(report) + coincidence_notes(lines, methods)
     return report
+
+
+def ranked(names: Sequence[str], plan: dict[str, Any]) -> list[str]:
+    """Metric names in the order verdicts are read: the card's own metrics (its ground-truth checker)
+    first, then the others, then side-effect statistics (a metric with ``side_effect = True``)."""
+    own = list((plan.get("card") or {}).get("metrics") or [])
+
+    def rank(name: str) -> tuple[int, int]:
+        if name in own:
+            return 0, own.index(name)
+        return (2 if _side_effect(name) else 1), 0
+
+    return sorted(names, key=rank)
+
+
+def _side_effect(name: str) -> bool:
+    from w2sd_cli.bench.metrics.base import metric_registry
+    from w2sd_cli.errors import W2SDError
+
+    try:
+        metric = metric_registry().get(name)
+    except (W2SDError, LookupError, ImportError):
+        return False
+    return bool(getattr(metric, "side_effect", False))
+
+
+def _scorable(lines: Sequence[dict[str, Any]], values: dict[str, dict[str, float]],
+              names: list[str]) -> dict[str, list[int]]:
+    """Per metric that reports ``scorable``: how many of the items it scored it could score."""
+    found: dict[str, list[int]] = {}
+    for name in names:
+        flags = [values[ln["id"]][f"{name}.scorable"] for ln in lines
+                 if f"{name}.scorable" in values.get(ln["id"], {})]
+        if flags:
+            found[name] = [sum(1 for f in flags if f == 1.0), len(flags)]
+    return found
 
 
 def coincidence_notes(lines: list[dict[str, Any]], methods: list[str]) -> list[str]:
@@ -170,59 +218,98 @@ def small_n_warnings(report: Report) -> list[str]:
     return found
 
 
-def _units(lines: Sequence[dict[str, Any]], values: dict[str, dict[str, float]],
-           diversity: dict[tuple[int, str], dict[str, float]], method: str, col: str,
-           by_prompt: bool) -> dict[Any, float]:
-    """The method's value per unit: per prompt (mean over seeds) or per (prompt, seed)."""
-    import math
+@dataclass
+class _Side:
+    """The lines and values one row is computed from, unit by unit."""
 
-    if col.endswith(".diversity"):
-        chosen = {line["prompt_index"] for line in lines}
-        return {index: v[col] for (index, m), v in diversity.items() if m == method and col in v and index in chosen}
-    groups: dict[Any, list[float]] = {}
-    for line in lines:
-        if line["method"] != method:
-            continue
-        value = values.get(line["id"], {}).get(col)
-        if value is None or math.isnan(value):
-            continue
-        unit = line["prompt_index"] if by_prompt else (line["prompt_index"], line["seed"])
-        groups.setdefault(unit, []).append(value)
-    return {unit: sum(v) / len(v) for unit, v in groups.items()}
+    lines: Sequence[dict[str, Any]]
+    values: dict[str, dict[str, float]]
+    diversity: dict[tuple[int, str], dict[str, float]]
+    by_prompt: bool
+
+    def items(self, method: str, col: str) -> dict[tuple[int, int], float]:
+        """The method's finite value per (prompt, seed); diversity is per prompt (seed -1)."""
+        import math
+
+        if col.endswith(".diversity"):
+            chosen = {line["prompt_index"] for line in self.lines}
+            return {(index, -1): v[col] for (index, m), v in self.diversity.items()
+                    if m == method and col in v and index in chosen}
+        found = {}
+        for line in self.lines:
+            value = self.values.get(line["id"], {}).get(col) if line["method"] == method else None
+            if value is not None and not math.isnan(value):
+                found[(int(line["prompt_index"]), int(line["seed"]))] = value
+        return found
+
+    def units(self, items: dict[tuple[int, int], float]) -> dict[Any, float]:
+        """Per prompt (mean over the given seeds) or per (prompt, seed)."""
+        if not self.by_prompt:
+            return dict(items)
+        groups: dict[int, list[float]] = {}
+        for (index, _seed), value in items.items():
+            groups.setdefault(index, []).append(value)
+        return {index: sum(v) / len(v) for index, v in groups.items()}
 
 
-def _row(method: str, col: str, mine: dict[Any, float], base: dict[Any, float], sign: int, compare: bool,
-         seed: int) -> Row:
+def _row(method: str, col: str, side: _Side, baseline: str, sign: int, seed: int) -> Row:
+    items = side.items(method, col)
+    mine = side.units(items)
     mean = sum(mine.values()) / len(mine) if mine else None
     row = Row(method, col, mean, len(mine), sign)
-    if compare:
-        shared = sorted(set(mine) & set(base), key=str)
-        row.vs_strong = paired([mine[u] for u in shared], [base[u] for u in shared], sign, seed)
-        values = {mine[u] for u in shared} | {base[u] for u in shared}
+    row.low, row.high = mean_interval(list(mine.values()), seed)
+    if method != baseline:
+        base_items = side.items(baseline, col)
+        common = set(items) & set(base_items)
+        mine_units = side.units({k: items[k] for k in common})
+        base_units = side.units({k: base_items[k] for k in common})
+        shared = sorted(mine_units, key=str)
+        row.vs_strong = paired([mine_units[u] for u in shared], [base_units[u] for u in shared], sign, seed)
+        values = {mine_units[u] for u in shared} | {base_units[u] for u in shared}
         row.vs_strong.constant = values.pop() if len(values) == 1 else None
+        row.vs_strong.unpaired = len(items) + len(base_items) - 2 * len(common)
     return row
+
+
+def mean_interval(values: Sequence[float], seed: int = 0, rounds: int = BOOTSTRAP) -> tuple[float | None,
+                                                                                          float | None]:
+    """Percentile-bootstrap 95% interval of the mean of ``values`` (None, None with fewer than two)."""
+    import numpy as np
+
+    if len(values) < 2:
+        return None, None
+    data = np.asarray(values, dtype=np.float64)
+    means = data[np.random.default_rng(seed).integers(0, len(data), size=(rounds, len(data)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def paired(a: Sequence[float], b: Sequence[float], sign: int = 1, seed: int = 0,
            rounds: int = BOOTSTRAP) -> Comparison:
-    """Mean of ``a - b`` with a percentile-bootstrap 95% interval, and the win rate of ``a``.
+    """Mean of ``a - b`` with a percentile-bootstrap 95% interval, and the wins, ties and losses of ``a``.
 
-    A win is a unit where ``a`` is better in the metric's direction (higher when ``sign`` is 0); ties count half.
+    A win is a unit where ``a`` is better in the metric's direction; ``win_rate`` counts ties half. A metric
+    with no better direction (``sign`` 0) gets neither.
     """
     import numpy as np
 
     if not a:
         return Comparison(None, None, None, None, 0)
     diffs = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    oriented = diffs * (sign or 1)
-    win = float(((oriented > 0).sum() + 0.5 * (oriented == 0).sum()) / len(diffs))
+    counts: dict[str, Any] = {"wins": None, "ties": None, "losses": None}
+    win = None
+    if sign:
+        oriented = diffs * sign
+        counts = {"wins": int((oriented > 0).sum()), "ties": int((oriented == 0).sum()),
+                  "losses": int((oriented < 0).sum())}
+        win = (counts["wins"] + 0.5 * counts["ties"]) / len(diffs)
     if len(diffs) < 2:
-        return Comparison(float(diffs.mean()), None, None, win, len(diffs))
+        return Comparison(float(diffs.mean()), None, None, win, len(diffs), **counts)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(diffs), size=(rounds, len(diffs)))
     means = diffs[picks].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
-    return Comparison(float(diffs.mean()), float(low), float(high), win, len(diffs))
+    return Comparison(float(diffs.mean()), float(low), float(high), win, len(diffs), **counts)
 
 
 def _cost(lines: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, float | None]]:
@@ -240,7 +327,8 @@ def _cost(lines: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, 
 
 
 def verdict(report: Report, metric: str, method: str = "w2sd") -> dict[str, Any]:
-    """Whether ``method`` beats the baseline on ``metric``: ``better``, ``worse`` or ``unclear`` (CI spans 0).
+    """Whether ``method`` beats the baseline on ``metric``: ``better``, ``worse`` or ``unclear`` (CI spans 0,
+    or the metric has no better direction).
 
     Besides the difference it gives both means, ``constant`` (the value every unit has on both sides, if one),
     ``ceiling`` (both means sit at the metric's best declared value, so no difference can show) and a small-n
@@ -251,8 +339,8 @@ def verdict(report: Report, metric: str, method: str = "w2sd") -> dict[str, Any]
         return {"metric": metric, "method": method, "verdict": "unknown"}
     base = report.row(BASELINE, metric)
     comparison = row.vs_strong
-    sign = row.direction or 1
-    if comparison.low is None or comparison.high is None:
+    sign = row.direction
+    if comparison.low is None or comparison.high is None or sign == 0:
         outcome = "unclear"
     elif comparison.low * sign > 0 and comparison.high * sign > 0:
         outcome = "better"
@@ -266,7 +354,9 @@ def verdict(report: Report, metric: str, method: str = "w2sd") -> dict[str, Any]
     warning = (f"only {comparison.units} paired {report.unit}s (fewer than {SMALL_N}): the interval is wide"
                if comparison.units < SMALL_N else None)
     return {"metric": metric, "method": method, "verdict": outcome, "diff": comparison.diff, "low": comparison.low,
-            "high": comparison.high, "win_rate": comparison.win_rate, "units": comparison.units,
+            "high": comparison.high, "win_rate": comparison.win_rate, "wins": comparison.wins,
+            "ties": comparison.ties, "losses": comparison.losses, "unpaired": comparison.unpaired,
+            "units": comparison.units,
             "direction": row.direction, "mean": means[0], "baseline": BASELINE, "baseline_mean": means[1],
             "constant": comparison.constant, "ceiling": ceiling, "best": best, "warning": warning}
 

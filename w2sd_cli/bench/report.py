@@ -14,15 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from w2sd_cli.bench.analysis import SMALL_N, Report, Row, analyse, verdict
+from w2sd_cli.bench.analysis import SMALL_N, Report, Row, analyse
+from w2sd_cli.bench.headline import LABELS, headline, verdict_facts
 from w2sd_cli.bench.manifest import merge as merge_parts
 from w2sd_cli.bench.manifest import read_lines
 from w2sd_cli.bench.runner import read_plan
 from w2sd_cli.files import atomic_path, write_text_atomic
 from w2sd_cli.outputs import load_output
 
-LABELS = {"weak": "weak", "strong": "strong", "w2sd": "W2SD", "extrapolate": "extrapolate",
-          "first-order": "first-order", "equal-nfe": "equal-NFE"}
 COLOURS = {"weak": "#7f7f7f", "strong": "#1f77b4", "w2sd": "#d62728", "extrapolate": "#2ca02c",
            "first-order": "#9467bd", "equal-nfe": "#ff7f0e"}
 """One fixed colour per method in every plot and on the page."""
@@ -81,38 +80,6 @@ def ordered_columns(report: Report) -> list[str]:
     return first + [c for c in report.metrics if c not in first]
 
 
-def headline(report: Report, method: str = "w2sd") -> list[dict[str, Any]]:
-    """Per primary metric: the verdict of ``method`` against strong and one plain sentence saying it."""
-    if method not in report.methods or "strong" not in report.methods:
-        return []
-    found = []
-    for col in [c for c in report.primary.values() if c in report.metrics]:
-        result = verdict(report, col, method)
-        if result["verdict"] == "unknown":
-            continue
-        result["sentence"] = _sentence(result, report.unit)
-        found.append(result)
-    return found
-
-
-def _sentence(result: dict[str, Any], unit: str) -> str:
-    metric, units = result["metric"], result["units"]
-    better = {1: "higher is better", -1: "lower is better"}.get(result["direction"], "neither way is better")
-    interval = (f" (95% CI {result['low']:+.3g} to {result['high']:+.3g})" if result.get("low") is not None
-                else " (no interval: one unit)")
-    delta = f"Δ {result['diff']:+.3g}{interval}"
-    wins = f"winning {result['win_rate']:.0%} of {units} {unit}s"
-    pinned = result.get("best") if result.get("ceiling") else result.get("constant")
-    if pinned is not None:
-        return (f"On {metric}, W2SD and strong both score {pinned:.4g} on every {unit}: this set cannot show a "
-                "difference.")
-    if result["verdict"] == "better":
-        return f"W2SD beats strong on {metric} ({better}): {delta}, {wins}."
-    if result["verdict"] == "worse":
-        return f"W2SD is worse than strong on {metric} ({better}): {delta}, {wins}."
-    return f"No clear difference between W2SD and strong on {metric} ({better}): {delta} over {units} {unit}s."
-
-
 def write_plots(report: Report, folder: Path) -> list[Path]:
     """``metric-vs-nfe.png`` (mean per method against its NFE) and ``win-rate.png`` (vs strong)."""
     import matplotlib
@@ -123,22 +90,7 @@ def write_plots(report: Report, folder: Path) -> list[Path]:
     columns = shown_columns(report)
     if not columns:
         return []
-    written = []
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.4), squeeze=False)
-    for ax, col in zip(axes[0], columns, strict=True):
-        for method in report.methods:
-            row = report.row(method, col)
-            nfe = report.cost[method]["nfe"]
-            if row is None or row.mean is None or nfe is None:
-                continue
-            ax.scatter([nfe], [row.mean], s=64, color=colour(method, report.methods), label=LABELS.get(method, method))
-            ax.annotate(LABELS.get(method, method), (nfe, row.mean), textcoords="offset points", xytext=(5, 4),
-                        fontsize=8)
-        ax.set_xlabel("NFE per item")
-        ax.set_title(col, fontsize=9)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    written.append(_save(fig, folder / "metric-vs-nfe.png"))
+    written = [_save(nfe_figure(report, columns), folder / "metric-vs-nfe.png")]
     others = [m for m in report.methods if m != "strong"]
     fig, ax = plt.subplots(figsize=(max(4.5, 1.4 * len(columns) * max(1, len(others))), 3.4))
     width = 0.8 / max(1, len(others))
@@ -165,6 +117,36 @@ def write_plots(report: Report, folder: Path) -> list[Path]:
     return written
 
 
+def nfe_figure(report: Report, columns: list[str]) -> Any:
+    """Each method's mean (with its 95% interval) against its NFE, one panel per column; methods that land
+    on the same point share one label ("W2SD = first-order") instead of printing over each other."""
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.4), squeeze=False)
+    for ax, col in zip(axes[0], columns, strict=True):
+        points: dict[tuple[float, float], list[str]] = {}
+        for method in report.methods:
+            row = report.row(method, col)
+            nfe = report.cost[method]["nfe"]
+            if row is None or row.mean is None or nfe is None:
+                continue
+            low = row.mean - row.low if row.low is not None else 0.0
+            high = row.high - row.mean if row.high is not None else 0.0
+            ax.errorbar([nfe], [row.mean], yerr=[[low], [high]], fmt="o", markersize=8, capsize=4,
+                        color=colour(method, report.methods), label=LABELS.get(method, method))
+            points.setdefault((round(nfe, 6), round(row.mean, 9)), []).append(LABELS.get(method, method))
+        for (nfe, mean), names in points.items():
+            ax.annotate(" = ".join(names), (nfe, mean), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        direction = next((r.direction for r in report.rows if r.metric == col), 1)
+        better = {1: "higher is better", -1: "lower is better"}.get(direction, "no better direction")
+        ax.set_ylabel(f"mean {col} per {report.unit} ({better})", fontsize=8)
+        ax.set_xlabel("NFE per item")
+        ax.set_title(f"{col} (bars: 95% CI)", fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def _save(fig: Any, path: Path) -> Path:
     with atomic_path(path) as tmp, tmp.open("wb") as handle:
         fig.savefig(handle, format="png", dpi=110)
@@ -173,8 +155,9 @@ def _save(fig: Any, path: Path) -> Path:
 
 def summary_rows(report: Report, columns: list[str] | None = None,
                  rows: list[Row] | None = None) -> tuple[list[str], list[list[Any]]]:
-    """The table: per metric column and method the mean, Δ vs strong [95% CI], win rate, NFE, s/item."""
-    header = ["metric", "method", "mean", "Δ vs strong", "95% CI", "win rate", "NFE", "s/item", "n"]
+    """The table: per metric column and method the mean, Δ vs strong [95% CI], win rate, wins/ties/losses,
+    NFE, s/item."""
+    header = ["metric", "method", "mean", "Δ vs strong", "95% CI", "win rate", "W/T/L", "NFE", "s/item", "n"]
     body = []
     chosen = rows if rows is not None else report.rows
     if columns is not None:
@@ -185,6 +168,7 @@ def summary_rows(report: Report, columns: list[str] | None = None,
         cost = report.cost.get(row.method, {})
         body.append([row.metric + (f" ({row.category})" if row.category else ""), row.method, row.mean,
                      f"{c.diff:+.4g}" if c and c.diff is not None else None, interval, c.win_rate if c else None,
+                     f"{c.wins}/{c.ties}/{c.losses}" if c and c.wins is not None else None,
                      cost.get("nfe"), cost.get("seconds"), row.n])
     return header, body
 
@@ -201,8 +185,9 @@ def write_html(report: Report, run_dir: Path, plan: dict[str, Any], plots: list[
              f"steps {plan['settings'].get('steps')}, λ {plan['settings'].get('lam')}; "
              f"prompts: {_e(str(plan['prompt_set'].get('name')))} ({len(plan['prompts'])}); "
              f"seeds: {_e(str(plan['seeds']))}. Δ is paired against <b>strong</b> with a percentile-bootstrap 95% "
-             "interval; win rate counts units where the method is better (ties count half; where no direction is "
-             "better, e.g. saturation or diversity, it counts units where the method is higher).</p>",
+             "interval over the (prompt, seed) items both sides have; W/T/L counts units where the method is better, "
+             "equal, worse, and win rate is wins plus half the ties. Metrics where no direction is better (e.g. "
+             "saturation or diversity) get neither.</p>",
              "<h2>All numbers</h2><p>Primary metrics (bold) first, then diversity and the secondary keys.</p>",
              _table(header, body, [r[0] in primary for r in body])]
     if report.categories:
@@ -226,18 +211,20 @@ def write_html(report: Report, run_dir: Path, plan: dict[str, Any], plots: list[
 
 
 def _verdict_html(report: Report) -> str:
-    """The headline: one sentence per primary metric, with a warning when few units back it."""
+    """The headline: one item per primary metric, then the run's completeness, unscorable share and cost."""
     found = headline(report)
+    facts = "".join(f"<p class='fact'>{_e(line)}</p>" for line in verdict_facts(report))
     if not found:
         return ("<section id='verdict'><h2>Verdict</h2><p>No verdict: the run needs W2SD and strong items scored by "
-                "a metric (`w2sd eval`).</p></section>")
+                f"a metric (`w2sd eval`).</p>{facts}</section>")
     items = []
     for result in found:
-        warn = (f" <span class='warn'>Only {result['units']} {report.unit}s back this (fewer than {SMALL_N}): "
-                "treat it as a hint.</span>" if result["units"] < SMALL_N else "")
+        units = result.get("units")
+        warn = (f" <span class='warn'>Only {units} {report.unit}s back this (fewer than {SMALL_N}): "
+                "treat it as a hint.</span>" if units is not None and units < SMALL_N else "")
         items.append(f"<li class='{_e(result['verdict'])}' data-metric='{_e(result['metric'])}'>"
                      f"{_e(result['sentence'])}{warn}</li>")
-    return f"<section id='verdict'><h2>Verdict: W2SD vs strong</h2><ul>{''.join(items)}</ul></section>"
+    return f"<section id='verdict'><h2>Verdict: W2SD vs strong</h2><ul>{''.join(items)}</ul>{facts}</section>"
 
 
 def _legend(methods: list[str]) -> str:

@@ -161,7 +161,8 @@ def report(
     json_output: JsonFlag = False,
 ) -> None:
     """Per method and metric: mean, paired Δ vs strong with a bootstrap 95% CI, win rate, NFE, s/item."""
-    from w2sd_cli.bench.report import build, headline, shown_columns, summary_rows
+    from w2sd_cli.bench.headline import headline, verdict_facts
+    from w2sd_cli.bench.report import build, shown_columns, summary_rows
     from w2sd_cli.cli.output import err_console, print_json, table
 
     result, files = build(run_dir, out, plots=plots, page=html)
@@ -179,8 +180,10 @@ def report(
     if result.categories:
         cat_header, cat_rows = summary_rows(result, columns, [r for r in result.categories if r.method == "w2sd"])
         err_console.print(table("w2sd per category", cat_header, cat_rows))
-    err_console.print(f"win rate: the share of {result.unit}s where the method beats strong; ties count half.",
-                      markup=False)
+    err_console.print(f"W/T/L: the {result.unit}s where the method beats, ties, loses to strong; in win rate ties "
+                      "count half; metrics with no better direction get neither.", markup=False)
+    for fact in verdict_facts(result):
+        err_console.print(fact, markup=False)
     for warning in result.warnings:
         err_console.print(f"warning: {warning}", markup=False)
     for path in [files.json, *files.plots, *([files.html] if files.html else [])]:
@@ -220,7 +223,9 @@ def check(
 
 
 def check_sentence(result: dict[str, Any]) -> str:
-    """One line: better / worse / unclear, the paired difference, its interval and the win rate."""
+    """One line: better / worse / unclear, the paired difference, its interval and wins / ties / losses."""
+    from w2sd_cli.bench.headline import record
+
     if result.get("diff") is None:
         return f"{result['pair']}: no comparison possible on {result['metric']} (no scored items)."
     better = {1: "higher is better", -1: "lower is better", 0: "no better direction"}[result.get("direction", 1)]
@@ -239,8 +244,9 @@ def check_sentence(result: dict[str, Any]) -> str:
     if result.get("mean") is not None and result.get("baseline_mean") is not None:
         means = f"mean {result['mean']:.4g} (W2SD) vs {result['baseline_mean']:.4g} (strong), "
     warning = f" Warning: {result['warning']}." if result.get("warning") else ""
+    counts = record(result, unit) if result.get("wins") is not None else f"{result['units']} {unit}s"
     return (f"{result['pair']}: {verdict} on {result['metric']} ({better}): {means}Δ = {result['diff']:+.4g}, "
-            f"{interval}, win rate {result['win_rate']:.0%} (ties count half) over {result['units']} {unit}s; "
+            f"{interval}, {counts}; "
             f"NFE {result['cost']['w2sd']['nfe']:.0f} vs {result['cost']['strong']['nfe']:.0f}.{warning} "
             f"Run folder: {result['run_dir']}")
 

@@ -37,9 +37,9 @@ def list_pairs(json_output: JsonFlag = False) -> None:
         print_json({"pairs": rows, "invalid": invalid, "problems": registry.problems,
                     "plugin_warnings": registry.plugin_warnings})
         return
-    err_console.print(table(f"{len(rows)} pairs", ["name", "kind", "plugin", "description", "source"],
-                            [[r["address"], r["kind"], r["plugin"], _first_sentence(r["description"]),
-                              _short(r["source"] or "-", 48)] for r in rows]))
+    err_console.print(table(f"{len(rows)} pairs", ["name", "kind", "aliases", "plugin", "description", "source"],
+                            [[r["address"], r["kind"], ", ".join(r["aliases"]) or "-", r["plugin"],
+                              _first_sentence(r["description"]), _short(r["source"] or "-", 48)] for r in rows]))
     _print_problems([*registry.plugin_warnings, *registry.problems])
 
 

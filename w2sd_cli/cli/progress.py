@@ -27,8 +27,11 @@ class ObserverProgress:
     """
 
     def __init__(self, *columns: ProgressColumn | str, quiet: bool = False, console: Console | None = None) -> None:
+        console = self.console = console or err_console
+        # outside a terminal (a pipe, a CI log) a live bar only leaves fragments: subclasses log lines instead
+        self.lines = not quiet and not console.is_terminal
         self.progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), *columns,
-                                 console=console or err_console, disable=quiet)
+                                 console=console, disable=quiet or self.lines)
         self.tasks: dict[str, TaskID] = {}
 
     def add(self, key: str, text: str, **fields: Any) -> TaskID:
@@ -83,10 +86,23 @@ class DownloadProgress(ObserverProgress):
 
     def observe(self, info: dict[str, Any]) -> None:
         event = info.get("event", "file")
-        if event in ("overall", "plan"):
+        if self.lines:
+            self._log(info)
+        elif event in ("overall", "plan"):
             self._overall(info)
         elif event == "file":
             self._file(info)
+
+    def _log(self, info: dict[str, Any]) -> None:
+        """Outside a terminal: one line per finished file, nothing for bytes in flight."""
+        if info.get("event", "file") != "file" or info.get("status") != "done":
+            return
+        from w2sd_cli.store import human
+
+        size = info.get("bytes_total") or info.get("bytes_done")
+        where = ":".join(str(info[k]) for k in ("pair", "key") if info.get(k))
+        self.console.print(f"{label(where) + ': ' if where else ''}{label(info.get('file'))}"
+                          f"{f' ({human(int(size))})' if isinstance(size, int) else ''} done", soft_wrap=True)
 
     def _overall(self, info: dict[str, Any]) -> None:
         total = info.get("bytes_total") or None

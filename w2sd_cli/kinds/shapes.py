@@ -8,6 +8,7 @@ neighbour); the card names the shapes-world checker as its metric, so every imag
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,7 +92,7 @@ class ToyPair:
 
         cfg_of = {role: DEFAULT_CFG if cfg is None else cfg for role, (_, cfg) in plan.items()}
         denoisers = {role: denoiser(self.models[side], cfg_of[role]) for role, (side, _) in plan.items()}
-        sides = {role: {"model": str(self.models[side].folder), "cfg": cfg_of[role], "prompt": prompt}
+        sides = {role: {"model": model_record(self.models[side].folder), "cfg": cfg_of[role], "prompt": prompt}
                  for role, (side, _) in plan.items()}
 
         def noise(seed: int) -> Tensor:
@@ -110,7 +111,31 @@ class ToyPair:
         return [Image.fromarray(upscale(to_pixels(x[i:i + 1]), self.upscale)) for i in range(count)]
 
     def provenance(self) -> dict[str, Any]:
-        return {"device": "cpu", "dtype": "float32", "models": {s: str(m.folder) for s, m in self.models.items()}}
+        return {"device": "cpu", "dtype": "float32",
+                "models": {s: model_record(m.folder) for s, m in self.models.items()}}
+
+
+def model_record(folder: Path) -> dict[str, str]:
+    """How a recipe names a model folder: relative to the shipped registry (``registry/models/shapes/strong``)
+    when it is the embedded one, so recipes carry no local paths, and the sha256 of its files."""
+    from w2sd_cli.paths import registry_dir
+
+    resolved = folder.resolve()
+    try:
+        name = "registry/" + resolved.relative_to(registry_dir().resolve()).as_posix()
+    except ValueError:
+        name = str(folder)
+    return {"path": name, "sha256": folder_digest(resolved)}
+
+
+@functools.lru_cache(maxsize=16)
+def folder_digest(folder: Path) -> str:
+    """sha256 over every file of ``folder``: its relative path and its own sha256, in sorted order."""
+    total = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        total.update(f"{path.relative_to(folder).as_posix()}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n"
+                     .encode())
+    return total.hexdigest()
 
 
 def _unknown_words(prompt: str) -> list[str]:

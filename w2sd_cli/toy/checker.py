@@ -190,6 +190,10 @@ class ShapesChecker:
     summary = ("colour/count/shape/position correctness of shapes-world images (ground-truth checker); "
                "prompts with words the pair does not know are unscorable (scorable = 0) and left out")
     directions: ClassVar[dict[str, int]] = {"scorable": 0}
+    bounds: ClassVar[dict[str, tuple[float, float]]] = {
+        key: (0.0, 1.0) for key in ("all", "colour", "count", "shape", "position", "scorable")}
+    primary = "all"
+    """Even when no prompt could be scored (then only ``scorable`` exists), ``all`` is what a verdict judges."""
 
     def score(self, images: Sequence[Any], prompts: Sequence[str]) -> list[dict[str, float]]:
         """Scores per image: the attributes the prompt names, ``all``, and ``scorable`` = 1.

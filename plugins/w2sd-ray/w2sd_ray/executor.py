@@ -19,12 +19,23 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from w2sd_cli.bench.grid import Grid, WorkItem
-from w2sd_cli.bench.manifest import PartWriter, merge, part_path
-from w2sd_cli.bench.runner import BenchJob, BenchOutcome, Observer, batches, plan_share
-from w2sd_cli.errors import InputError, ModelError, W2SDError
-from w2sd_cli.files import atomic_path
-from w2sd_cli.outputs import sha256_of
+from w2sd_cli.plugin import (
+    BenchJob,
+    BenchOutcome,
+    Grid,
+    InputError,
+    ModelError,
+    Observer,
+    PartWriter,
+    W2SDError,
+    WorkItem,
+    atomic_path,
+    batches,
+    merge,
+    part_path,
+    plan_share,
+    sha256_of,
+)
 from w2sd_ray.worker import Fault, RenderWorker
 
 ADDRESS_ENV = "W2SD_RAY_ADDRESS"

@@ -14,8 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from w2sd_cli.bench.grid import WorkItem
-from w2sd_cli.bench.runner import BenchJob, render_batch
+from w2sd_cli.plugin import BenchJob, WorkItem, render_batch
 
 
 @dataclass(frozen=True)
@@ -39,13 +38,13 @@ class RenderWorker:
 
     def ready(self) -> dict[str, Any]:
         """Load the pair; say where this actor runs (host, pid, device) and with which versions."""
-        from w2sd_cli.images import versions
+        from w2sd_cli.plugin import library_versions
 
         started = time.perf_counter()
         if self.engine is None:
             self.engine = self.job.open_engine()
         provenance = self.engine.loaded.provenance()
-        return {"host": socket.gethostname(), "pid": os.getpid(), "versions": versions(),
+        return {"host": socket.gethostname(), "pid": os.getpid(), "versions": library_versions(),
                 "device": str(provenance.get("device", self.job.load.device)),
                 "load_seconds": round(time.perf_counter() - started, 3)}
 

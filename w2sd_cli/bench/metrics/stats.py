@@ -17,6 +17,8 @@ class ImageStats:
     directions: ClassVar[dict[str, int]] = {"saturation": 0, "clipped": -1, "brightness": 0}
     bounds: ClassVar[dict[str, tuple[float, float]]] = {"saturation": (0, 1), "clipped": (0, 1), "brightness": (0, 1)}
     primary = "clipped"
+    side_effect = True
+    """A side-effect statistic: reports list its verdict after the quality metrics and checkers."""
 
     def score(self, images: Sequence[Any], prompts: Sequence[str]) -> list[dict[str, float]]:
         import numpy as np
