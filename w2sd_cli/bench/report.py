@@ -18,7 +18,7 @@ from w2sd_cli.bench.analysis import SMALL_N, Report, Row, analyse, verdict
 from w2sd_cli.bench.manifest import merge as merge_parts
 from w2sd_cli.bench.manifest import read_lines
 from w2sd_cli.bench.runner import read_plan
-from w2sd_cli.files import atomic_path, write_text_atomic
+from w2sd_cli.files import atomic_path, ensure_writable, write_text_atomic
 from w2sd_cli.outputs import load_output
 
 LABELS = {"weak": "weak", "strong": "strong", "w2sd": "W2SD", "extrapolate": "extrapolate",
@@ -54,6 +54,7 @@ def build(run_dir: Path, out: Path | None = None, *, plots: bool = True,
           page: bool = True) -> tuple[Report, ReportFiles]:
     """Merge the run's manifest parts, analyse its scores and write ``report.json``, plots and ``index.html``."""
     plan = read_plan(run_dir)
+    ensure_writable(out or run_dir / "report", "the report folder")  # before any analysis or plotting
     merge_parts(run_dir, plan["ids"])
     report = analyse(run_dir)
     folder = out or run_dir / "report"
