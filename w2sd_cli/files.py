@@ -27,6 +27,10 @@ def atomic_path(target: Path) -> Iterator[Path]:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
         fsync_dir(target.parent)
+    except OSError as err:
+        if err.filename is None:  # a write or fsync says ENOSPC without saying where: name the file
+            err.filename = str(target)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

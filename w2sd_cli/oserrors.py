@@ -61,7 +61,8 @@ def os_error(err: OSError, path: str | os.PathLike[str] | None = None, url: str 
         return PathError("The program reading w2sd's output closed the pipe before w2sd was done. Let it read "
                          "everything (or send the output to a file).")
     problem, fix = _problem(code, where, err, action)
-    subject = f"Cannot {action or 'use'}" + (f" {_show(where)}" if where is not None else "")
+    verb = "write" if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS) else "use"
+    subject = f"Cannot {action or verb}" + (f" {_show(where)}" if where is not None else "")
     return PathError(mask(f"{subject}: {problem}. {fix}"))
 
 
@@ -176,7 +177,9 @@ def map_exception(err: BaseException) -> W2SDError | None:
     if isinstance(err, OSError) and library is None:
         if err.errno is None and err.filename is None and not _is_network(err):
             return None  # a bare OSError("...") from some library: no errno to go by
-        return os_error(err, None, url if _is_network(err) else None)
+        if _is_network(err):
+            return os_error(err, None, url)
+        return os_error(err, None if err.filename is not None else _path_of(err))
     http_client = sys.modules.get("http.client")
     if library is not None or (http_client is not None and isinstance(err, http_client.HTTPException)):
         return DownloadError(mask(_protocol(err, url, library)))
@@ -245,6 +248,24 @@ def _url_of(err: BaseException) -> str | None:
             value = frame.f_locals.get("url")
             if isinstance(value, str) and "://" in value:
                 found = value
+        tb = tb.tb_next
+    return found
+
+
+def _path_of(err: BaseException) -> Path | None:
+    """For an error that names no file (a write or fsync that hit a full disk): the file the innermost w2sd
+    frame was writing (its ``target``, ``path``, ``tmp`` or ``self.path``)."""
+    found = None
+    tb = err.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if str(frame.f_globals.get("__name__", "")).startswith("w2sd_cli"):
+            values = frame.f_locals
+            owner = getattr(values.get("self"), "path", None)
+            for value in (values.get("target"), values.get("path"), values.get("tmp"), owner):
+                if isinstance(value, Path):
+                    found = value
+                    break
         tb = tb.tb_next
     return found
 
