@@ -5,6 +5,7 @@ disk that fills up in the middle of a bench (every finished item kept, the resum
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -209,3 +210,46 @@ def test_permission_denied_for_a_process_without_dac_override(tmp_path: Path) ->
     assert "This is a bug" not in text
     assert f"Cannot write the bench run folder {locked / 'run'}: permission denied" in text
     assert "fix its permissions" in text
+
+
+@pytest.mark.parametrize(("code", "words"), [
+    (errno.EDQUOT, "quota"), (errno.EFBIG, "ulimit -f"), (errno.EIO, "dmesg"), (errno.EMFILE, "ulimit -n"),
+    (errno.EXDEV, "one disk"), (errno.ELOOP, "symbolic links"), (errno.EBUSY, "busy"),
+    (errno.ENOENT, "does not exist"), (errno.EISDIR, "is a folder where a file is needed"),
+])
+def test_every_errno_has_its_own_fix_and_names_the_path(code: int, words: str) -> None:
+    """The errnos no test here can cause for real (a quota, a failing disk...), through the one mapping."""
+    from w2sd_cli.errors import PathError, from_os_error
+
+    err = from_os_error(OSError(code, os.strerror(code), "/data/run/items/x.png"))
+    assert isinstance(err, PathError)
+    assert "/data/run/items/x.png" in str(err) and words in str(err)
+
+
+def test_network_errors_name_the_url_with_its_secrets_masked() -> None:
+    import socket
+
+    from w2sd_cli.errors import DownloadError, from_os_error
+
+    url = "https://user:pw@files.example/m.safetensors?X-Amz-Signature=abc123&token=t0k"
+    for err, words in ((socket.gaierror(-2, "Name or service not known"), "does not resolve"),
+                       (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), "connection refused"),
+                       (TimeoutError("timed out"), "did not answer in time")):
+        mapped = from_os_error(err, url=url)
+        assert isinstance(mapped, DownloadError) and words in str(mapped)
+        assert "https://files.example/m.safetensors?X-Amz-Signature=***&token=***" in str(mapped)
+        assert "abc123" not in str(mapped) and "pw@" not in str(mapped)
+
+
+def test_a_real_bug_is_still_called_one_and_its_text_is_masked(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import w2sd_cli.api
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("https://h.example/x?sig=SECRET123")
+
+    monkeypatch.setattr(w2sd_cli.api, "load_pair", broken)
+    result = run_cli("gen", "--pair", "gmm-1d", "--out", tmp_path / "out")
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1 and "This is a bug" in text
+    assert "sig=***" in text and "SECRET123" not in text

@@ -46,7 +46,7 @@ PROBLEMS: dict[int, tuple[str, str]] = {
     errno.ESTALE: ("the network file system lost track of it (stale file handle)", "Remount it, then run the "
                    "same command again."),
 }
-SECRET_QUERY = re.compile(r"([?&;][^=&\s'\"#?;]*=)([^&\s'\"#;]+)")
+SECRET_QUERY = re.compile(r"([?&;][^=&\s'\"#?;]*=)([^&\s'\"#;),]+)")
 
 
 def os_error(err: OSError, path: str | os.PathLike[str] | None = None, url: str | None = None,
@@ -233,7 +233,8 @@ def _raised_in(err: BaseException, files: tuple[str, ...]) -> bool:
 
 
 def _url_of(err: BaseException) -> str | None:
-    """The URL a failure concerns: the request's, or the innermost w2sd frame's ``url`` variable."""
+    """The URL a failure concerns: the request's, or the innermost w2sd frame's ``url`` variable (with the
+    ``current`` one it was redirected to, if any)."""
     try:
         request_url = getattr(getattr(err, "request", None), "url", None)
     except Exception:  # httpx raises when an error has no request attached
@@ -245,9 +246,11 @@ def _url_of(err: BaseException) -> str | None:
     while tb is not None:
         frame = tb.tb_frame
         if str(frame.f_globals.get("__name__", "")).startswith("w2sd_cli"):
-            value = frame.f_locals.get("url")
+            value, current = frame.f_locals.get("url"), frame.f_locals.get("current")
             if isinstance(value, str) and "://" in value:
                 found = value
+                if isinstance(current, str) and current != value:  # a redirect loop's target
+                    found = f"{value} (redirected to {current})"
         tb = tb.tb_next
     return found
 
@@ -274,7 +277,12 @@ def mask(text: str) -> str:
     """``text`` with every URL redacted and secret-looking ``?key=value`` pairs masked, even outside a URL."""
     from w2sd_cli.store.redact import MASK, SECRET_PARAM, URL, redact_url, scrub
 
-    text = URL.sub(lambda m: redact_url(m.group(0)), text)
+    def url(match: re.Match[str]) -> str:
+        found = match.group(0)
+        bare = found.rstrip(").,;:")  # the sentence's punctuation, not the URL's
+        return redact_url(bare) + found[len(bare):]
+
+    text = URL.sub(url, text)
 
     def query(match: re.Match[str]) -> str:
         key = match.group(1)
