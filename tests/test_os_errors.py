@@ -253,3 +253,26 @@ def test_a_real_bug_is_still_called_one_and_its_text_is_masked(tmp_path: Path,
     text = " ".join(result.output.split())
     assert result.exit_code == 1 and "This is a bug" in text
     assert "sig=***" in text and "SECRET123" not in text
+
+
+def test_pull_into_a_read_only_model_store(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.store_fakes import FakeServer, safetensors_bytes, sha256
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("W2SD_MIN_FREE_MB", "0")
+    payload = safetensors_bytes(500)
+    fake = FakeServer(files={"/m": payload}).start()
+    try:
+        (isolated_home / "pairs").mkdir()
+        (isolated_home / "pairs" / "civ.yaml").write_text(
+            "schema: 1\nname: civ\nkind: lora-scale\ndescription: test\nmodels:\n"
+            f"  lora: {{url: '{fake.url('/m')}', sha256: {sha256(payload)}, size: {len(payload)}, format: lora}}\n")
+        store = isolated_home / "store"
+        store.mkdir()
+        _mount(store, "ro", "size=1m")
+        try:
+            failed_with(run_cli("pull", "civ"), f"Cannot write {store}", "read-only file system", "W2SD_HOME")
+        finally:
+            subprocess.run(["umount", "-l", str(store)], check=False)
+    finally:
+        fake.stop()
