@@ -139,3 +139,18 @@ def test_scores_without_their_description_are_not_called_no_scores(tmp_path: Pat
     assert _eval(run, "--metric", "level").exit_code == 0
     assert "level" in invoke_json("report", run)["metrics"]
 
+
+
+def test_pairs_check_stops_naming_the_failed_item_instead_of_judging_fewer(tmp_path: Path) -> None:
+    from w2sd_cli.cli import build_app
+
+    _install()
+    Flaky.broken, Flaky.always = True, False
+    prompts = prompt_file(tmp_path, PROMPTS)
+    result = RUNNER.invoke(build_app(), ["pairs", "check", "instant", "--prompts", str(prompts), "--count", "2",
+                                         "--seed-count", "3", "--metric", "flaky", "--out", str(tmp_path / "c")])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1, text
+    assert "This is a bug" not in text
+    assert "metric flaky failed on item " in text and "(prompt 1 'a cat w2sd+5', seed 1, method w2sd)" in text
+    assert "metric flaky failed on 1 of 12 items" in text
