@@ -27,6 +27,10 @@ def atomic_path(target: Path) -> Iterator[Path]:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
         fsync_dir(target.parent)
+    except OSError as err:
+        if err.filename is None:  # a write or fsync says ENOSPC without saying where: name the file
+            err.filename = str(target)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -53,3 +57,44 @@ def write_text_atomic(target: Path, text: str) -> None:
     """Write ``text`` to ``target`` atomically."""
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+PROBE = b"w2sd write probe\n"
+
+
+def ensure_writable(folder: Path, what: str) -> Path:
+    """Prove a file can be written in ``folder`` (made if missing): create, write, fsync and delete a probe.
+
+    Called before any model loads or any sampling starts, so a read-only, full or misnamed folder is reported
+    at once rather than after the work. Folders it had to make are removed again (when still empty).
+
+    Args:
+        folder: where outputs will go.
+        what: the folder's role in the message, e.g. ``"the bench run folder"``.
+
+    Returns:
+        ``folder``.
+
+    Raises:
+        PathError: naming the folder, what is wrong (errno) and the fix.
+    """
+    from w2sd_cli.errors import from_os_error
+
+    made = [p for p in (folder, *folder.parents) if not os.path.lexists(p)]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".w2sd-probe.", suffix=".tmp", dir=folder)
+        try:
+            os.write(fd, PROBE)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+    except OSError as err:
+        raise from_os_error(err, path=folder, action=f"write {what}") from None
+    finally:
+        for created in made:  # deepest first: the probe leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                created.rmdir()
+    return folder

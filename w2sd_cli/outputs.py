@@ -107,3 +107,15 @@ def _upscaled(image: Any, smallest: int = 128) -> Any:
     from PIL import Image
 
     return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+
+
+def check_out(out: Path) -> Path:
+    """Prove that `w2sd gen --out OUT` can write its files (before any model loads); returns the folder.
+
+    The folder is ``OUT`` itself, or the parent of an ``OUT`` ending in ``.png``/``.npy`` (see ``OutputNames``).
+    Raises ``PathError`` naming the folder and the fix.
+    """
+    from w2sd_cli.files import ensure_writable
+
+    folder = out.parent if out.suffix.lower() in (".png", ".npy") else out
+    return ensure_writable(folder, "the output folder")

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from w2sd_cli.bench.analysis import analyse, verdict
-from w2sd_cli.bench.evaluate import evaluate
+from w2sd_cli.bench.evaluate import evaluate, failure_summary, failure_text
 from w2sd_cli.bench.grid import digest
 from w2sd_cli.bench.manifest import merge
 from w2sd_cli.bench.metrics.base import MetricLoad, column
 from w2sd_cli.bench.runner import BenchRequest, Observer, bench, read_plan
+from w2sd_cli.errors import MetricFailed
 from w2sd_cli.pairs import get_registry
 from w2sd_cli.paths import home
 
@@ -65,8 +66,10 @@ def check_pair(request: CheckRequest, observer: Observer | None = None) -> dict[
                        limit=None if promptless else request.count, seeds=f"0-{seeds - 1}",
                        methods=("strong", "w2sd"), steps=request.steps, samples=request.samples,
                        device=request.device, offline=request.offline, allow_pickle=request.allow_pickle), observer)
-    evaluate(out, [metric], load=MetricLoad(request.device, offline=request.offline,
-                                            allow_pickle=request.allow_pickle), observer=observer)
+    scored = evaluate(out, [metric], load=MetricLoad(request.device, offline=request.offline,
+                                                     allow_pickle=request.allow_pickle), observer=observer)
+    if scored.failures:  # a verdict on silently fewer items would mislead: name the first failure and stop
+        raise MetricFailed(f"{failure_text(metric, scored.failures[metric][0])}. {failure_summary(scored)}")
     merge(out, read_plan(out)["ids"])
     report = analyse(out)
     col = column(metric, request.key) if request.key else report.primary.get(metric, metric)

@@ -19,7 +19,7 @@ from w2sd_cli.bench.headline import LABELS, headline, verdict_facts
 from w2sd_cli.bench.manifest import merge as merge_parts
 from w2sd_cli.bench.manifest import read_lines
 from w2sd_cli.bench.runner import read_plan
-from w2sd_cli.files import atomic_path, write_text_atomic
+from w2sd_cli.files import atomic_path, ensure_writable, write_text_atomic
 from w2sd_cli.outputs import load_output
 
 COLOURS = {"weak": "#7f7f7f", "strong": "#1f77b4", "w2sd": "#d62728", "extrapolate": "#2ca02c",
@@ -53,6 +53,7 @@ def build(run_dir: Path, out: Path | None = None, *, plots: bool = True,
           page: bool = True) -> tuple[Report, ReportFiles]:
     """Merge the run's manifest parts, analyse its scores and write ``report.json``, plots and ``index.html``."""
     plan = read_plan(run_dir)
+    ensure_writable(out or run_dir / "report", "the report folder")  # before any analysis or plotting
     merge_parts(run_dir, plan["ids"])
     report = analyse(run_dir)
     folder = out or run_dir / "report"

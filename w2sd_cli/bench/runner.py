@@ -21,7 +21,7 @@ from w2sd_cli.bench.manifest import MergeResult, PartWriter, finished, merge, me
 from w2sd_cli.bench.shard import Shard, detect_shard
 from w2sd_cli.cards import PairCard
 from w2sd_cli.errors import InputError, Interrupted, W2SDError
-from w2sd_cli.files import write_text_atomic
+from w2sd_cli.files import ensure_writable, write_text_atomic
 from w2sd_cli.kinds.base import Condition, LoadSettings, PairKind, Settings
 from w2sd_cli.methods import get_method
 from w2sd_cli.outputs import SUFFIX, save_output, sha256_of
@@ -165,8 +165,11 @@ def bench(request: BenchRequest, observer: Observer | None = None,
     check_options(runners[request.executor], request.executor_options)
     job = plan_job(request, registry)
     job.options = dict(request.executor_options)
+    from w2sd_cli.bench.lock import hold_run
+
     try:
-        return runners[request.executor].execute(job, observer)
+        with hold_run(job.run_dir, job.shard):  # a second process on the same share is refused, not doubled
+            return runners[request.executor].execute(job, observer)
     except KeyboardInterrupt:
         raise Interrupted("Interrupted: finished items are kept in the manifest; run the same command to resume.")\
             from None
@@ -242,6 +245,7 @@ def plan_job(request: BenchRequest, registry: PairRegistry | None = None) -> Ben
             "settings_digest": digest(settings), "prompt_set": prompt_set, "prompts": prompt_dicts(prompts),
             "seeds": seeds if isinstance(seeds, str) else seeds.spec(), "methods": list(request.methods),
             "output": kind.output, "items": len(items)}
+    ensure_writable(request.out, "the bench run folder")  # before any model loads
     _bind(request.out, plan)
     plan["ids"] = items.ids
     return BenchJob(request.out, plan, items, card, kind, sampler, load, shard, request.keep_going,

@@ -18,7 +18,12 @@ from w2sd_cli.errors import W2SDError
 
 
 class W2SDGroup(TyperGroup):
-    """Maps every error to one paragraph and an exit code, in one place."""
+    """Maps every error to one paragraph and an exit code, in one place.
+
+    ``W2SDError`` subclasses carry their text and ``exit_code``; ordinary failures that arrive untranslated
+    (``OSError`` by errno, HTTP protocol errors, invalid URLs) go through ``errors.from_exception``; only what
+    is left is called a bug.
+    """
 
     def invoke(self, ctx: Any) -> Any:  # a typer.Context; the base class names the vendored click one (private)
         from w2sd_cli.cli.output import render_error
@@ -39,8 +44,16 @@ class W2SDGroup(TyperGroup):
         except Exception as err:
             if os.environ.get("W2SD_DEBUG"):
                 raise
-            render_error(f"Unexpected error: {type(err).__name__}: {err}. This is a bug in w2sd or a plugin; "
-                         "rerun with W2SD_DEBUG=1 for the traceback and report it.")
+            from w2sd_cli.errors import from_exception
+
+            mapped = from_exception(err)  # a disk, a permission, a network or an HTTP answer: not a bug
+            if mapped is not None:
+                render_error(str(mapped))
+                ctx.exit(mapped.exit_code)
+            from w2sd_cli.oserrors import mask
+
+            render_error(mask(f"Unexpected error: {type(err).__name__}: {err}. This is a bug in w2sd or a plugin; "
+                              "rerun with W2SD_DEBUG=1 for the traceback and report it."))
             ctx.exit(1)
 
 

@@ -138,14 +138,35 @@ def evaluate(
     with ItemProgress(quiet=json_output) as progress:
         outcome = run_eval(run_dir, metric, load=load, batch_size=batch_size, force=force, observer=progress.observe)
     facts = {"run_dir": str(run_dir), "scored": outcome.scored, "reused": outcome.reused,
-             "diversity_groups": outcome.diversity_groups, "unfinished_items": outcome.incomplete}
+             "diversity_groups": outcome.diversity_groups, "unfinished_items": outcome.incomplete,
+             "failed": {name: len(rows) for name, rows in outcome.failures.items()}, "failures": outcome.failures}
     if json_output:
         print_json(facts)
-        return
+    else:
+        _print_eval(outcome)
+    if outcome.failures:
+        from w2sd_cli.bench.evaluate import failure_summary
+        from w2sd_cli.errors import MetricFailed
+
+        raise MetricFailed(failure_summary(outcome))
+
+
+def _print_eval(outcome: Any) -> None:
+    """What `w2sd eval` did, per metric, then each failed item (the first few per metric)."""
+    from w2sd_cli.bench.evaluate import failure_text
+    from w2sd_cli.cli.output import err_console
+
     for name, count in outcome.scored.items():
+        failed = len(outcome.failures.get(name, []))
         err_console.print(f"{name}: scored {count}, kept {outcome.reused[name]} earlier scores"
+                          + (f", failed on {failed}" if failed else "")
                           + (f", diversity for {outcome.diversity_groups[name]} prompt/method groups"
                              if name in outcome.diversity_groups else ""))
+    for name, rows in outcome.failures.items():
+        for row in rows[:5]:
+            err_console.print(failure_text(name, row))
+        if len(rows) > 5:
+            err_console.print(f"... and {len(rows) - 5} more failures of {name}.")
     if outcome.incomplete:
         err_console.print(f"{outcome.incomplete} items of the grid are not rendered yet (resume `w2sd bench`).")
 
@@ -172,7 +193,9 @@ def report(
         print_json({**result.as_dict(), "headline": headline(result), "files": paths})
         return
     if not result.metrics:
-        err_console.print(f"no scores yet: run `w2sd eval {run_dir}` (add --metric NAME; `w2sd eval --list`).")
+        from w2sd_cli.bench.evaluate import no_scores_note
+
+        err_console.print(no_scores_note(run_dir))
     columns = None if all_columns else shown_columns(result)
     header, rows = summary_rows(result, columns)
     err_console.print(table(f"{result.pair}: {result.done}/{result.total} items, paired by {result.unit}",

@@ -55,6 +55,7 @@ def gen(
     from w2sd_cli.api import load_pair
     from w2sd_cli.cli.output import err_console, print_json, warn
     from w2sd_cli.cli.progress import DownloadProgress, PhaseProgress
+    from w2sd_cli.outputs import check_out
 
     knobs: dict[str, Any] = dict(steps=steps, lam=lam, rounds=rounds, k=k, cfg=cfg, width=width, height=height,
                                  samples=samples, reference_interval=reference_interval,
@@ -70,6 +71,7 @@ def gen(
     if from_image is not None:
         pair, prompt, seed, chosen, knobs, expected_digest = _from_image(from_image)
         num_images = 1
+    check_out(out)  # a read-only, full or misnamed --out is reported before any model loads
     with DownloadProgress(quiet=json_output) as downloads:
         loaded = load_pair(pair, device=device, dtype=dtype, offline=offline or None, allow_pickle=allow_pickle,
                            offload=offload, observer=downloads.observe)
