@@ -121,8 +121,6 @@ def test_a_redirect_to_a_url_with_a_space(serve: Callable[..., RawServer]) -> No
     assert "token=***" in text
 
 
-@pytest.mark.xfail(reason="1xx answers are skipped by the downloader (w2sd_cli/store/fetch.py, store branch)",
-                   strict=False)
 def test_103_early_hints_then_the_file(serve: Callable[..., RawServer]) -> None:
     def answer(port: int) -> bytes:
         return (b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"

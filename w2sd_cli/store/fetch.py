@@ -294,6 +294,17 @@ def _read(response: http.client.HTTPResponse, url: str, part: Path, done: int, p
         raise _Cut(progressed) from None
 
 
+class FinalResponse(http.client.HTTPResponse):
+    """An HTTP response that skips every interim 1xx answer (``103 Early Hints``...), not only ``100 Continue``."""
+
+    def _read_status(self) -> tuple[str, int, str]:
+        while True:
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not 100 < status < 200 or status == 101:
+                return version, status, reason
+            http.client.parse_headers(self.fp)  # the interim answer's headers, e.g. Link: preload hints
+
+
 def _open(url: str, offset: int, auth: Auth | None,
           validator: str | None = None) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
     """GET ``url`` from ``offset``, following redirects; ``auth`` goes to its origin only, until we leave it.
@@ -318,6 +329,7 @@ def _open(url: str, offset: int, auth: Auth | None,
             headers["Authorization"] = auth.header
         cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         conn = cls(parts.hostname, parts.port, timeout=download_timeout())
+        conn.response_class = FinalResponse
         try:
             conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), headers=headers)
             response = conn.getresponse()
