@@ -62,7 +62,8 @@ def locate_model(card: MetricCard, key: str, options: MetricLoad) -> Path:
     from w2sd_cli.store import locate
 
     try:
-        return Path(locate(card.models[key], offline=options.offline, allow_pickle=options.allow_pickle))
+        return Path(locate(card.models[key], offline=options.offline, allow_pickle=options.allow_pickle,
+                           pair=lock_name(card.name), key=key))
     except OfflineError:
         ref = card.models[key]
         where = str(ref.path or ref.repo_id or ref.url) + (f", file {ref.filename}" if ref.filename else "")
@@ -71,8 +72,15 @@ def locate_model(card: MetricCard, key: str, options: MetricLoad) -> Path:
                  f"copy the card {registry_dir() / 'metrics' / (card.name + '.yaml')} to {user} and set `path:` "
                  "on each of its models")
         raise OfflineError(f"Metric {card.name}: model {key!r} ({where}) is not downloaded and w2sd is offline, so "
-                           f"it made no network call. Run the same `w2sd eval ... --metric {card.name}` once online "
-                           f"to fetch it; or, to use files you already have, {local}.") from None
+                           f"it made no network call. Run `w2sd pull --metrics {card.name}` (or the same `w2sd eval "
+                           f"... --metric {card.name}`) once online to fetch it; or, to use files you already have, "
+                           f"{local}.") from None
+
+
+def lock_name(metric: str) -> str:
+    """The lock file that pins a metric's Hub commits and hashes (``$W2SD_HOME/lock/metric-NAME.json``), so
+    that what `w2sd pull --metrics NAME` fetched is found, and checked, offline."""
+    return f"metric-{metric}"
 
 
 def load_weights(path: Path, allow_pickle: bool) -> dict[str, Any]:
