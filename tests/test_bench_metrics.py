@@ -1,12 +1,11 @@
 """Reward-metric parity with the reference scoring code, on tiny random-weight models built here (issue 15
 item 11): HPSv2's pad-not-crop preprocessing and text cleaning, a float32 logit scale under bfloat16, the
-aesthetic head's ReLU variant, and ImageReward's import failure explained."""
+aesthetic head's ReLU variant, and ImageReward's card (its scoring: tests/test_imagereward.py)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from PIL import Image
 
 from tests.test_bench_images import tiny_clip, to_open_clip, write_metric_card
 from w2sd_cli.bench.metrics.base import MetricLoad, get_metric
-from w2sd_cli.errors import ModelError
 
 
 @pytest.fixture(scope="module")
@@ -121,32 +119,6 @@ def test_the_aesthetic_relu_variant_has_a_relu_after_every_hidden_layer(clip_fil
             no_last_relu = torch.relu(no_last_relu) if n < 3 else no_last_relu
     assert [r["score"] for r in rows] == pytest.approx(expected, rel=1e-5)
     assert not np.allclose(expected, no_last_relu[:, 0].tolist()), "the test weights must tell the variants apart"
-
-
-def _fake_install(root: Path, body: str) -> None:
-    """An `image-reward` distribution on disk whose module runs ``body`` at import."""
-    (root / "ImageReward").mkdir(parents=True)
-    (root / "ImageReward" / "__init__.py").write_text(body)
-    info = root / "image_reward-1.5.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: image-reward\nVersion: 1.5\n")
-
-
-def test_imagereward_says_exactly_why_it_cannot_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
-    metric: Any = get_metric("imagereward")
-    with pytest.raises(ModelError, match="not installed") as missing:
-        metric.load(MetricLoad())
-    assert "openai/CLIP" in str(missing.value)
-    _fake_install(tmp_path, "from transformers.modeling_utils import apply_chunking_to_forward\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "ImageReward", raising=False)
-    with pytest.raises(ModelError) as broken:
-        metric.load(MetricLoad())
-    text = str(broken.value)
-    assert "image-reward 1.5 is installed but cannot be imported" in text and "apply_chunking_to_forward" in text
-    assert "pip install image-reward" not in text
 
 
 def test_the_imagereward_card_lists_the_bert_tokenizer_blip_loads() -> None:

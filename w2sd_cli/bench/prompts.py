@@ -102,7 +102,7 @@ def load_prompt_set(spec: str, *, limit: int | None = None, offline: bool = Fals
     cards = prompt_cards()
     if spec in cards:
         card = cards[spec]
-        blob = _fetch(card, offline, progress)
+        blob = fetch_card(card, offline, progress)
         prompts = parse_prompts(blob.read_bytes(), card.format, card.text_column, card.category_column,
                                 origin=f"prompt set {card.name}")
         return PromptSet(card.name, card.file.url, card.file.sha256, _take(prompts, limit or card.limit))
@@ -163,7 +163,9 @@ def named_file(name: str) -> Path | None:
     return None
 
 
-def _fetch(card: PromptSetCard, offline: bool, progress: Callable[[dict[str, Any]], None] | None) -> Path:
+def fetch_card(card: PromptSetCard, offline: bool = False,
+               progress: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """The file of a registry prompt set: from the store if it is there, else downloaded and verified."""
     from w2sd_cli.store.fetch import fetch_url, redact
     from w2sd_cli.store.hub import env_offline
     from w2sd_cli.store.layout import find_blob
@@ -173,7 +175,8 @@ def _fetch(card: PromptSetCard, offline: bool, progress: Callable[[dict[str, Any
         return blob
     if offline or env_offline():
         raise OfflineError(f"Prompt set {card.name} ({redact(card.file.url)}) is not downloaded yet and w2sd is "
-                           "offline, so it made no network call. Run the command once while online.")
+                           "offline, so it made no network call. Run `w2sd pull PAIR` once while online (it "
+                           "fetches the prompt set `w2sd pairs check PAIR` uses), or this command once online.")
     return fetch_url(card.file.url, card.file.sha256, size=card.file.size, progress=progress)
 
 

@@ -15,6 +15,9 @@ DryRun = Annotated[bool, typer.Option("--dry-run", help="Show the plan (files, s
 
 PULL_HELP = """Download and verify every model of the pairs (resumable; checks free space first).
 
+Also fetches the prompt set `w2sd pairs check PAIR` uses and, with --metrics hpsv2,pickscore,imagereward,
+those metrics' weights, so that `pairs check`, `bench`, `eval` and `report` then run with the network off.
+
 Missing files download a few at a time. A cut, a full disk, Ctrl-C or a killed process keeps partial files
 (URL and Hub alike), and running the same command again resumes them.
 
@@ -34,14 +37,21 @@ def register(app: typer.Typer) -> None:
     app.add_typer(cache_app, name="cache")
 
 
-def pull(pairs: Annotated[list[str], typer.Argument(help="Pair names or aliases.", autocompletion=pair_names)],
+def pull(pairs: Annotated[list[str] | None, typer.Argument(help="Pair names or aliases.",
+                                                           autocompletion=pair_names)] = None,
+         metrics: Annotated[str | None, typer.Option("--metrics", help="Also fetch these metrics' weights "
+                                                     "(comma-separated, e.g. hpsv2,pickscore,imagereward).")] = None,
          dry_run: DryRun = False, offline: Offline = False, json_output: JsonFlag = False) -> None:
-    """Download and verify every model of the pairs (resumable; checks free space first)."""
+    """Download and verify every model of the pairs, the prompt set `pairs check` uses, and metrics on request."""
     from w2sd_cli import store
+    from w2sd_cli.bench.pull import metric_list, pull_extras
     from w2sd_cli.cli.output import err_console, print_json, styled
-    from w2sd_cli.errors import Interrupted
+    from w2sd_cli.errors import InputError, Interrupted
     from w2sd_cli.pairs import get_registry
 
+    pairs, wanted = pairs or [], metric_list(metrics)
+    if not pairs and not wanted:
+        raise InputError("Name a pair (`w2sd pairs list`) or metrics (--metrics hpsv2,pickscore) to pull.")
     registry = get_registry()
     cards = [registry.get(name).card for name in pairs]
     if dry_run:
@@ -56,14 +66,17 @@ def pull(pairs: Annotated[list[str], typer.Argument(help="Pair names or aliases.
         with DownloadProgress(quiet=json_output) as bar:
             for card in cards:
                 done[card.name] = [str(p) for p in store.pull(card, progress=bar.observe, offline=offline)]
+            extras = pull_extras([c.name for c in cards], wanted, offline=offline, progress=bar.observe)
     except KeyboardInterrupt:
         raise Interrupted(f"Interrupted. Finished files are kept, and each partial download (URL or Hub) resumes "
                           f"where it stopped when you run `w2sd pull {' '.join(pairs)}` again.") from None
     if json_output:
-        print_json({"pulled": done})
+        print_json({"pulled": done, **extras.as_dict()})
         return
     for name, paths in done.items():
         err_console.print(styled(("✓", "green"), f" {name}: {len(paths)} model(s) ready"))
+    for line in extras.summary():
+        err_console.print(styled(("✓", "green") if line.endswith("ready") else ("·", "yellow"), f" {line}"))
 
 
 def ls(json_output: JsonFlag = False) -> None:

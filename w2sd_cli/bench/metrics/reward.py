@@ -3,6 +3,7 @@
 A metric card (``registry/metrics/NAME.yaml``, overridable in ``$W2SD_HOME/metrics``) names its models as
 ``ModelRef``s, fetched and verified by the store like a pair's. Pickle checkpoints (HPSv2.1, the aesthetic
 MLP, ImageReward) load only with ``--allow-pickle``, and then with ``torch.load(weights_only=True)``.
+ImageReward's model is built in ``imagereward.py``.
 Models load once per process (``load`` is cached on the card and device).
 """
 
@@ -22,6 +23,7 @@ from w2sd_cli.errors import CardError, ModelError, OfflineError
 from w2sd_cli.paths import home, registry_dir
 
 from .base import MetricLoad
+from .imagereward import ImageReward as ImageReward  # the metric's old home; builtins name it here
 from .openclip import open_clip_to_transformers
 
 
@@ -60,7 +62,8 @@ def locate_model(card: MetricCard, key: str, options: MetricLoad) -> Path:
     from w2sd_cli.store import locate
 
     try:
-        return Path(locate(card.models[key], offline=options.offline, allow_pickle=options.allow_pickle))
+        return Path(locate(card.models[key], offline=options.offline, allow_pickle=options.allow_pickle,
+                           pair=lock_name(card.name), key=key))
     except OfflineError:
         ref = card.models[key]
         where = str(ref.path or ref.repo_id or ref.url) + (f", file {ref.filename}" if ref.filename else "")
@@ -69,8 +72,15 @@ def locate_model(card: MetricCard, key: str, options: MetricLoad) -> Path:
                  f"copy the card {registry_dir() / 'metrics' / (card.name + '.yaml')} to {user} and set `path:` "
                  "on each of its models")
         raise OfflineError(f"Metric {card.name}: model {key!r} ({where}) is not downloaded and w2sd is offline, so "
-                           f"it made no network call. Run the same `w2sd eval ... --metric {card.name}` once online "
-                           f"to fetch it; or, to use files you already have, {local}.") from None
+                           f"it made no network call. Run `w2sd pull --metrics {card.name}` (or the same `w2sd eval "
+                           f"... --metric {card.name}`) once online to fetch it; or, to use files you already have, "
+                           f"{local}.") from None
+
+
+def lock_name(metric: str) -> str:
+    """The lock file that pins a metric's Hub commits and hashes (``$W2SD_HOME/lock/metric-NAME.json``), so
+    that what `w2sd pull --metrics NAME` fetched is found, and checked, offline."""
+    return f"metric-{metric}"
 
 
 def load_weights(path: Path, allow_pickle: bool) -> dict[str, Any]:
@@ -334,68 +344,6 @@ def _load_head(card_json: str, allow_pickle: bool, offline: bool) -> Any:
         return x[:, 0]
 
     return head
-
-
-class ImageReward:
-    """ImageReward v1.0 (BLIP-based), through the ``image-reward`` package with the card's located weights.
-
-    The package (1.5) imports helpers transformers has since removed and OpenAI's ``clip`` package, which it
-    does not declare; where that import fails, ``load`` says so with the import error itself.
-    """
-
-    name = "imagereward"
-    summary = ("ImageReward v1.0 (THUDM/ImageReward; needs the `image-reward` package importable with this "
-               "transformers, and --allow-pickle)")
-    directions: ClassVar[dict[str, int]] = {"score": 1}
-
-    def __init__(self) -> None:
-        self.options = MetricLoad()
-        self._model: Any = None
-
-    def load(self, options: MetricLoad) -> None:
-        self.options = options
-        if self._model is not None:
-            return
-        reward = _import_image_reward()
-        if not options.allow_pickle:
-            raise ModelError("ImageReward's checkpoint is a pickle file, which can run code when loaded; pass "
-                             "--allow-pickle if you trust THUDM/ImageReward.")
-        card = metric_card(self.name)
-        weights = locate_model(card, "weights", options)
-        config = locate_model(card, "med_config", options)
-        if "tokenizer" in card.models:
-            locate_model(card, "tokenizer", options)  # BLIP loads bert-base-uncased by name: have it cached
-        self._model = reward.load(str(weights), device=str(_device(options.device)), med_config=str(config))
-
-    def score(self, images: Sequence[Any], prompts: Sequence[str]) -> list[dict[str, float]]:
-        self.load(self.options)
-        return [{"score": float(self._model.score(p, [im]))} for im, p in zip(images, prompts, strict=True)]
-
-
-def _import_image_reward() -> Any:
-    """The ``ImageReward`` module, or one ``ModelError`` saying exactly what stops it from importing."""
-    import importlib.metadata
-
-    try:
-        version = importlib.metadata.version("image-reward")
-    except importlib.metadata.PackageNotFoundError:
-        raise ModelError("Metric imagereward needs the `image-reward` package (pip install image-reward), which "
-                         "is not installed. Note that "
-                         "image-reward 1.5 also needs OpenAI's `clip` package (pip install "
-                         "git+https://github.com/openai/CLIP.git; the PyPI package called clip is another one) and "
-                         "a transformers old enough to still have the helpers it imports; w2sd's other metrics "
-                         "need transformers 4.4x or newer, so use a separate environment for ImageReward.") from None
-    try:
-        import ImageReward as reward
-    except Exception as err:  # the package's own imports fail: ImportError, AttributeError...
-        import transformers
-
-        raise ModelError(f"Metric imagereward: image-reward {version} is installed but cannot be imported with "
-                         f"transformers {transformers.__version__}: {type(err).__name__}: {err}. It imports helpers "
-                         "transformers has removed (from transformers.modeling_utils) and OpenAI's undeclared "
-                         "`clip` package, so w2sd cannot score ImageReward in this environment; score it in a "
-                         "separate environment with the versions image-reward was written for.") from None
-    return reward
 
 
 def describe(metric: Any) -> dict[str, Any]:
