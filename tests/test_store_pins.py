@@ -139,3 +139,24 @@ def test_8_prune_deletes_a_stale_hub_partial_but_keeps_the_stored_prompt_sets(
     pruned = cli(isolated_home, hub, "cache", "prune", "--yes", "--json")
     assert [Path(i["path"]).name for i in json.loads(pruned.stdout)["delete"]] == [stale.name]
     assert not stale.exists() and stored.exists()
+
+
+def test_8_prune_keeps_what_metrics_need_their_lock_files_and_their_url_blobs(
+        hub: FakeServer, isolated_home: Path) -> None:  # noqa: F811
+    lock = isolated_home / "lock" / "metric-imagereward.json"  # what `w2sd pull --metrics imagereward` writes
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("{}")
+    orphan = isolated_home / "lock" / "metric-no-such-metric.json"
+    orphan.write_text("{}")
+    card = isolated_home / "metrics" / "my-metric.yaml"  # a user's metric card with a URL model pinned by sha256
+    card.parent.mkdir(parents=True)
+    pinned = sha256(b"aesthetic head")
+    card.write_text("name: my-metric\nmodels:\n"
+                    f"  head: {{url: 'https://example.invalid/head.pth', sha256: {pinned}}}\n")
+    stored = isolated_home / "store" / "blobs" / pinned / "head.pth"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"aesthetic head")
+    pruned = cli(isolated_home, hub, "cache", "prune", "--yes", "--json")
+    assert pruned.returncode == 0, pruned.stderr
+    assert [Path(i["path"]).name for i in json.loads(pruned.stdout)["delete"]] == [orphan.name]
+    assert lock.exists() and stored.exists() and not orphan.exists()

@@ -168,24 +168,30 @@ def _all_cards() -> list[Any]:
 
 
 def _other_users() -> dict[str, list[str]]:
-    """Stored files that prompt sets (not pairs) need: ``{sha256: ["prompts:NAME"]}``, never pruned.
+    """What prompt sets and metrics (not pairs) need, never pruned: ``{sha256 or lock name: ["prompts:NAME"]}``.
 
-    Read from the prompt-set card files' text (shipped and the user's), so a card that does not validate
-    right now still keeps its file.
+    Read from the prompt-set and metric card files' text (shipped and the user's), so a card that does not
+    validate right now still keeps its files; a metric card also keeps its lock file (``metric-NAME.json``),
+    which is how ``w2sd pull --metrics`` finds its weights offline.
     """
     import re
 
+    from w2sd_cli.bench.metrics.reward import lock_name
     from w2sd_cli.paths import home, registry_dir
 
     users: dict[str, list[str]] = {}
-    for folder in (registry_dir() / "prompts", home() / "prompts"):
-        for path in sorted(folder.glob("*.y*ml")) if folder.is_dir() else []:
-            try:
-                text = path.read_text(encoding="utf-8", errors="replace")
-            except OSError:
-                continue
-            for sha in dict.fromkeys(re.findall(r"\b[0-9a-f]{64}\b", text)):
-                users.setdefault(sha, []).append(f"prompts:{path.stem}")
+    for what in ("prompts", "metrics"):
+        for folder in (registry_dir() / what, home() / what):
+            for path in sorted(folder.glob("*.y*ml")) if folder.is_dir() else []:
+                try:
+                    text = path.read_text(encoding="utf-8", errors="replace")
+                except OSError:
+                    continue
+                user = f"{what}:{path.stem}"
+                for sha in dict.fromkeys(re.findall(r"\b[0-9a-f]{64}\b", text)):
+                    users.setdefault(sha, []).append(user)
+                if what == "metrics":
+                    users.setdefault(lock_name(path.stem), []).append(user)
     return users
 
 

@@ -102,8 +102,9 @@ def store_items(cards: Iterable[PairCard], others: Mapping[str, Sequence[str]] |
 
     Args:
         cards: the pair cards.
-        others: ``{sha256: [user...]}`` for stored files needed by something other than a pair (a prompt set
-            is ``prompts:NAME``); they are listed as used and never pruned.
+        others: ``{sha256 or lock-file name: [user...]}`` for stored files and lock files needed by something
+            other than a pair (a prompt set is ``prompts:NAME``, a metric ``metrics:NAME``); they are listed as
+            used and never pruned.
     """
     cards = list(cards)
     users: dict[str, list[str]] = {sha: list(names) for sha, names in (others or {}).items()}
@@ -126,7 +127,7 @@ def store_items(cards: Iterable[PairCard], others: Mapping[str, Sequence[str]] |
     names = {c.name for c in cards}
     for lock in sorted(pair_lock_dir().glob("*.json")) if pair_lock_dir().is_dir() else []:
         items.append(StoreItem("lockfile", lock, lock.stat().st_size, None,
-                               (lock.stem,) if lock.stem in names else ()))
+                               (lock.stem,) if lock.stem in names else tuple(users.get(lock.stem, ()))))
     return items
 
 
