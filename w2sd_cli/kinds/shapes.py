@@ -32,16 +32,25 @@ class ToyOptions(Strict):
     upscale: int = Field(8, ge=1, le=32, description="nearest-neighbour upscale factor of the PNG")
 
 
+class ToySide(Strict):
+    """One side of a toy-unet card: its checkpoint and its CFG."""
+
+    model: str | None = None
+    cfg: float | None = Field(None, ge=0)
+
+
 class ToyUNetKind(PairKind):
     """Two checkpoints of a small pixel-space UNet (autoguidance-style: weak = earlier training)."""
 
     name = "toy-unet"
     summary = "small pixel-space text-to-image UNet pair shipped with w2sd (offline, seconds on CPU)"
     options_model = ToyOptions
+    side_model = ToySide
     small = True
 
     def check(self, card: PairCard) -> None:
         self.options(card)
+        self.sides(card)
         for side in ("strong", "weak"):
             key = getattr(card, side).model
             if key is None:
