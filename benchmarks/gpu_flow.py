@@ -26,7 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from w2sd_cli.adapters.flow import FlowConditioning, FlowDenoiser, flow_grid, flux_network, image_tokens
+from w2sd_cli.adapters.flow import flow_grid, flux_network, image_tokens
+from w2sd_cli.adapters.unet import CFGDenoiser, Conditioning
 from w2sd_cli.sampling import FlowSchedule, sample_plain, sample_w2sd
 
 FLUX_DEV = {"patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128,
@@ -82,14 +83,13 @@ def run(size: str, device: torch.device, dtype: torch.dtype, steps: int, side: i
     params = sum(p.numel() for p in transformer.parameters())
     channels, latent = config["in_channels"] // 4, side // 8
     generator = torch.Generator("cpu").manual_seed(1)
-    cond = FlowConditioning(torch.randn(1, text_tokens, config["joint_attention_dim"], generator=generator).to(device,
-                                                                                                               dtype),
-                            torch.randn(1, config["pooled_projection_dim"], generator=generator).to(device, dtype))
-    network = flux_network(transformer)
-    strong = FlowDenoiser(network, cond, None, 1.0, guidance=3.5, dtype=dtype)
-    weak = FlowDenoiser(network, cond, None, 1.0, guidance=1.0, dtype=dtype)
+    states = torch.randn(1, text_tokens, config["joint_attention_dim"], generator=generator).to(device, dtype)
+    pooled = torch.randn(1, config["pooled_projection_dim"], generator=generator).to(device, dtype)
+    cond = Conditioning(states, {"pooled": pooled})
     grid = flow_grid(FLUX_SCHEDULER, "flux", steps, image_tokens("flux", latent, latent, 1))
     schedule = FlowSchedule()
+    strong = CFGDenoiser(flux_network(transformer, 3.5), schedule, cond, None, 1.0, "velocity", dtype=dtype)
+    weak = CFGDenoiser(flux_network(transformer, 1.0), schedule, cond, None, 1.0, "velocity", dtype=dtype)
     x = torch.randn(1, channels, latent, latent, generator=torch.Generator("cpu").manual_seed(2)).to(device)
     with torch.inference_mode():
         strong(x, grid[0])  # warm-up (kernels, allocator)

@@ -66,5 +66,52 @@ def test_from_pipelines_refuses_what_is_not_a_stable_diffusion_pipeline() -> Non
     import w2sd_cli
     from w2sd_cli.errors import InputError
 
-    with pytest.raises(InputError, match="no UNet and VAE"):
+    with pytest.raises(InputError, match="no UNet or transformer and VAE"):
         w2sd_cli.from_pipelines(object(), object())
+
+
+def test_from_pipelines_takes_flux_pipelines_and_equals_the_card(tmp_path: Path) -> None:
+    from diffusers import FluxPipeline
+
+    import w2sd_cli
+    from tests.flow_helpers import save_flux
+    from w2sd_cli.api import pair_from_card
+    from w2sd_cli.cards import parse_card
+
+    folder = save_flux(tmp_path / "flux")
+    pipe = FluxPipeline.from_pretrained(str(folder))
+    mine = w2sd_cli.from_pipelines(pipe, pipe, strong_side=w2sd_cli.SideKnobs(guidance=3.5),
+                                   weak_side=w2sd_cli.SideKnobs(guidance=1.0), steps=3)
+    card = parse_card({"schema": 1, "name": "f", "kind": "diffusers", "description": "flux guidance",
+                       "models": {"m": {"path": str(folder)}}, "strong": {"guidance": 3.5}, "weak": {"guidance": 1.0},
+                       "defaults": {"steps": 3}})
+    theirs = pair_from_card(card)
+    for method in ("w2sd", "weak"):
+        a = mine.generate("a red fox", seeds=[1], method=method, width=16, height=16)[0]
+        b = theirs.generate("a red fox", seeds=[1], method=method, width=16, height=16)[0]
+        assert a.image.tobytes() == b.image.tobytes(), method
+    assert a.recipe["sides"]["weak"]["guidance"] == 1.0
+
+
+def test_from_pipelines_can_switch_the_text_encoder_lora_off(sd: dict[str, Path], tmp_path: Path) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    import w2sd_cli
+    from tests.image_helpers import text_encoder
+    from w2sd_cli.api import pair_from_card
+    from w2sd_cli.cards import parse_card
+
+    lora = save_lora(tmp_path / "te-lora", sd_unet(0), text_encoder=text_encoder(0))
+    pipe = StableDiffusionPipeline.from_pretrained(str(sd["sd"]), safety_checker=None, requires_safety_checker=False)
+    pipe.load_lora_weights(str(lora.parent), weight_name=lora.name, adapter_name="detail")
+    knobs = {"strong_side": w2sd_cli.SideKnobs(lora_scales={"detail": 0.8}),
+             "weak_side": w2sd_cli.SideKnobs(lora_scales={"detail": -1.5}), "steps": 3}
+    on = w2sd_cli.from_pipelines(pipe, pipe, **knobs).generate("a fox", seeds=[0], method="weak")[0]
+    off = w2sd_cli.from_pipelines(pipe, pipe, text_encoder_lora=False, **knobs).generate("a fox", seeds=[0],
+                                                                                          method="weak")[0]
+    card = parse_card(card_dict("te", {"base": {"path": str(sd["sd"])}, "d": {"path": str(lora), "format": "lora"}},
+                                strong={"lora": "d", "lora_scale": 0.8}, weak={"lora_scale": -1.5},
+                                options={"text_encoder_lora": False}))
+    as_card = pair_from_card(card).generate("a fox", seeds=[0], method="weak")[0]
+    assert off.image.tobytes() == as_card.image.tobytes() != on.image.tobytes()
+    assert off.recipe["sides"]["weak"]["text_encoder_lora"] is False

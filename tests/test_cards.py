@@ -53,8 +53,7 @@ MALFORMED = [
     ("defaults.lam", 99, "lam"),
     ("defaults.seed", -1, "defaults.seed"),
     ("defaults.guidance", 3, "defaults.guidance: unknown field"),
-    ("strong.cfg", -1, "strong.cfg"),
-    ("strong.experts", "middle", "strong.experts"),
+    ("strong.bad-name", 1, "not a knob name"),
     ("strong.model", "base", "strong.model names model 'base'"),
     ("weak.lora", "detail", "weak.lora names model 'detail'"),
     ("models", {"base": {}}, "exactly one of repo_id, url, path"),
@@ -64,6 +63,10 @@ MALFORMED = [
     ("models", {"base": {"url": "https://e.com/a", "sha256": "XYZ"}}, "models.base.sha256"),
     ("models", {"base": {**HUB, "size": -5}}, "models.base.size"),
     ("models", {"base": {**HUB, "format": "onnx"}}, "models.base.format"),
+
+]
+SIDE_ERRORS = [  # the kind validates its own side knobs (here: the analytic kind's mixture)
+    ("strong.cfg", 1.0, "strong.cfg: unknown field"),
     ("strong.mixture", {"weights": [1.0], "means": [[0.0], [1.0]], "stds": 1.0}, "1 weights for 2 means"),
     ("strong.mixture", {"weights": [1.0, 1.0], "means": [[0.0], [1.0, 2.0]], "stds": 1.0}, "same dimension"),
     ("strong.mixture", {"weights": [1.0], "means": [[0.0]], "stds": -1.0}, "positive"),
@@ -81,14 +84,71 @@ def test_malformed_card_gives_one_clear_error(path: str, value: Any, expected: s
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(("path", "value", "expected"), SIDE_ERRORS, ids=[m[0] + "-" + str(i) for i, m in
+                                                                            enumerate(SIDE_ERRORS)])
+def test_a_kind_validates_its_side_knobs_and_names_the_file(path: str, value: Any, expected: str) -> None:
+    from w2sd_cli.kinds.analytic import AnalyticKind
+
+    card = parse_card(with_change(path, value), "cards/demo.yaml")
+    with pytest.raises(CardError) as caught:
+        AnalyticKind().check(card)
+    message = str(caught.value)
+    assert message.startswith("cards/demo.yaml: ") and expected in message and "\n" not in message
+
+
+def test_a_plugin_kind_declares_a_side_knob_of_its_own() -> None:
+    from pydantic import Field
+
+    from w2sd_cli.cards import Strict
+    from w2sd_cli.kinds.base import PairKind
+
+    class SharpSide(Strict):
+        sharpness: float = Field(0.0, ge=0)
+
+    class SharpKind(PairKind):
+        name, summary, side_model = "sharp", "a plugin kind with a knob of its own", SharpSide
+
+    card = parse_card({**good_card(), "kind": "sharp", "strong": {"sharpness": 2.5}, "weak": {}})
+    assert SharpKind().sides(card)["strong"].sharpness == 2.5 and SharpKind().sides(card)["weak"].sharpness == 0.0
+    with pytest.raises(CardError, match=r"weak\.sharpness"):
+        SharpKind().sides(parse_card({**good_card(), "kind": "sharp", "weak": {"sharpness": -1}}))
+    with pytest.raises(CardError, match=r"strong\.mixture: unknown field"):
+        SharpKind().sides(parse_card(good_card()))
+
+
+# digests of every shipped card as e23d8f3 computed them: an unchanged card keeps its digest
+MAIN_DIGESTS = {
+    "controlnet-canny-sd15": "eea599263e8cdc9e", "dit-moe-s": "0baa5ea7159428af", "dpo-lora-sd15": "a5ef0fefdfaae588",
+    "dreamshaper-sd15": "92fb096524e0a3e9", "flux-guidance": "aebc366f58d616ee", "flux-lora": "25e318577d4ba8d7",
+    "gmm-1d-wrong-way": "e2d116ca640e3c0b", "gmm-1d": "99d7edf6a5bb52e0", "gmm-2d": "0f50866a9b831e55",
+    "hd-lora-demo": "0f4c73fae2be7d2f", "hd-lora": "e41970bb1444ce22", "juggernaut-cfg": "4fe01c888d639f4e",
+    "juggernaut-sdxl": "067fd828bda3d3ea", "prompt-sd15": "5dacf47b6def949d", "sd35-cfg": "775d02c65846ad55",
+    "sd35-large-medium": "12bd2d1296504c69", "shapes": "6c1839e761341cee", "zsampling-sd15": "4b4f9dc93139fd39",
+    "zsampling-sdxl": "a0be2d776a28f588",
+}
+
+
+def test_shipped_card_digests_are_those_of_the_release_before() -> None:
+    digests = {p.stem: load_card(p).digest() for p in sorted((registry_dir() / "pairs").glob("*.yaml"))}
+    assert {k: digests[k] for k in MAIN_DIGESTS} == MAIN_DIGESTS
+
+
+def test_the_card_schema_is_not_the_union_of_the_kinds_knobs() -> None:
+    from w2sd_cli.cards import Side
+
+    assert not Side.model_fields  # every knob belongs to a kind's side model
+    card = parse_card({**good_card(), "strong": {"anything_new": [1, 2]}})
+    assert card.strong.knobs() == {"anything_new": [1, 2]} and card.strong.cfg is None
+
+
 def test_every_bad_field_is_listed_at_once() -> None:
     card = with_change("defaults.steps", 0)
     card["colour"] = "blue"
-    card["strong"]["cfg"] = -2
+    card["strong"]["Bad"] = 1
     with pytest.raises(CardError) as caught:
         parse_card(card, "x.yaml")
     message = str(caught.value)
-    for field in ("defaults.steps", "colour", "strong.cfg"):
+    for field in ("defaults.steps", "colour", "'Bad' is not a knob name"):
         assert field in message
 
 

@@ -225,7 +225,7 @@ def test_lora_scale_switches_in_place_and_matches_diffusers_set_adapters(models:
 
 
 def prepared_side(prepared: Any, role: str) -> Any:
-    from w2sd_cli.kinds.diffusers import SideSpec
+    from w2sd_cli.kinds.diffusers_sides import SideSpec
 
     side = dict(prepared.sides[role])
     return SideSpec(model="m", lora=None, lora_scale=0.0, cfg=side["cfg"], guidance=side["guidance"],

@@ -114,9 +114,26 @@ def test_sdxl_embeddings_pooled_time_ids_and_zero_negative(folders: dict[str, Pa
     cond = enc.encode("a fox", size=(24, 16))
     assert cond.hidden_states.shape == (1, 16, 64) and cond.added["text_embeds"].shape == (1, 32)
     assert cond.added["time_ids"].tolist() == [[24, 16, 0, 0, 24, 16]]
-    neg = enc.encode("", negative=True, size=(24, 16))
+    neg = enc.encode(None, negative=True, size=(24, 16))  # no negative prompt at all: SDXL's zeros
     assert not neg.hidden_states.any() and not neg.added["text_embeds"].any()
     assert enc.encode("", size=(24, 16)).hidden_states.any()  # an empty *positive* prompt is encoded
+
+
+def test_an_explicit_empty_sdxl_negative_prompt_is_encoded_as_diffusers_does(folders: dict[str, Path]) -> None:
+    from diffusers import StableDiffusionXLPipeline
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(folders["sdxl"]))
+    assert pipe.config.force_zeros_for_empty_prompt
+    model = load_folder(folders["sdxl"], torch.float32)
+    enc = PromptEncoder("sdxl", model.tokenizers, model.text_encoders, torch.device("cpu"), torch.float32,
+                        force_zeros_for_empty_prompt=True)
+    for negative in ("", None):
+        _, theirs, _, theirs_pooled = pipe.encode_prompt("a fox", device="cpu", do_classifier_free_guidance=True,
+                                                         negative_prompt=negative)
+        ours = enc.encode(negative, negative=True, size=(24, 16))
+        torch.testing.assert_close(ours.hidden_states, theirs, rtol=0, atol=1e-6)
+        torch.testing.assert_close(ours.added["text_embeds"], theirs_pooled, rtol=0, atol=1e-6)
+        assert bool(ours.hidden_states.any()) is (negative == "")
 
 
 def test_identical_components_are_loaded_once(folders: dict[str, Path]) -> None:

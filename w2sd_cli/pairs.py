@@ -60,8 +60,15 @@ class PairRegistry:
         return [*self.kinds.problems, *self.pairs.problems]
 
     def get(self, name: str) -> PairEntry:
-        """The pair called ``name`` (a name, an alias or ``plugin:name``); an invalid card raises its error."""
-        return self.pairs.get(name)
+        """The pair called ``name`` (a name, an alias or ``plugin:name``); an invalid card raises its error,
+        and so does a card whose sides its kind (when installed) refuses."""
+        entry = self.pairs.get(name)
+        try:
+            kind = self.kind(entry)
+        except KindNotFound:
+            return entry
+        kind.sides(entry.card)
+        return entry
 
     def kind(self, card: PairCard | PairEntry) -> PairKind:
         """The kind that runs a card (give the entry to look in the card's own plugin first)."""

@@ -60,12 +60,15 @@ def from_pipelines(strong: Any, weak: Any, final: Any = None, *, strong_side: Si
     """
     from dataclasses import replace
 
-    from w2sd_cli.kinds.diffusers import DiffusersKind, DiffusersOptions
+    from w2sd_cli.kinds.diffusers import DiffusersKind
     from w2sd_cli.kinds.diffusers_pair import DiffusersPair
+    from w2sd_cli.kinds.diffusers_sides import DiffusersOptions
 
     pipes = {"strong": strong, "weak": weak, "final": final if final is not None else strong}
     knobs = {"strong": strong_side or SideKnobs(), "weak": weak_side or SideKnobs(), "final": final_side or SideKnobs()}
-    models = {role: components_of(pipe) for role, pipe in pipes.items()}
+    # one model key per distinct pipeline: sides over the same pipeline are the same model to the method's rules
+    keys = {role: next(r for r, p in pipes.items() if p is pipe) for role, pipe in pipes.items()}
+    models = {key: components_of(pipes[key]) for key in dict.fromkeys(keys.values())}
     if len({m.family for m in models.values()}) > 1:
         from w2sd_cli.errors import InputError
 
@@ -75,9 +78,9 @@ def from_pipelines(strong: Any, weak: Any, final: Any = None, *, strong_side: Si
     card = parse_card({
         "schema": 1, "name": name, "kind": "diffusers",
         "description": "W2SD over caller-supplied diffusers pipelines (w2sd_cli.from_pipelines).",
-        "models": {role: {"path": f"<{type(pipe).__name__} given to from_pipelines>"} for role, pipe in pipes.items()},
-        "strong": _side("strong", knobs["strong"]), "weak": _side("weak", knobs["weak"]),
-        "final": _side("final", knobs["final"]), "defaults": {"steps": steps},
+        "models": {key: {"path": f"<{type(pipes[key]).__name__} given to from_pipelines>"} for key in models},
+        "strong": _side(keys["strong"], knobs["strong"]), "weak": _side(keys["weak"], knobs["weak"]),
+        "final": _side(keys["final"], knobs["final"]), "defaults": {"steps": steps},
         "options": {"text_encoder_lora": text_encoder_lora},
     }, "from_pipelines")
     kind = DiffusersKind()
@@ -89,7 +92,7 @@ def from_pipelines(strong: Any, weak: Any, final: Any = None, *, strong_side: Si
     net = models["strong"].net
     device, dtype = net.device, net.dtype
     loaded = DiffusersPair.assemble(card, options, sides, models, device, dtype,
-                                    {role: {"pipeline": type(p).__name__} for role, p in pipes.items()})
+                                    {key: {"pipeline": type(pipes[key]).__name__} for key in models})
     load = LoadSettings(device=str(device), dtype=str(dtype).removeprefix("torch."))
     return Pair(card, kind, Engine(card, kind, loaded, Settings.resolve(card), load))
 
@@ -126,8 +129,8 @@ def _flow_components(pipe: Any) -> Any:
                           dict(pipe.scheduler.config), {"source": type(pipe).__name__}, _container=pipe)
 
 
-def _side(role: str, knobs: SideKnobs) -> dict[str, Any]:
-    side: dict[str, Any] = {"model": role}
+def _side(model: str, knobs: SideKnobs) -> dict[str, Any]:
+    side: dict[str, Any] = {"model": model}
     for key in ("cfg", "guidance", "prompt", "negative_prompt"):
         value = getattr(knobs, key)
         if value is not None:

@@ -25,12 +25,19 @@ class AnalyticOptions(Strict):
     process: Literal["vp", "flow"] = "vp"
 
 
+class MixtureSide(Strict):
+    """One side of an analytic card: its Gaussian mixture."""
+
+    mixture: MixtureSpec | None = None
+
+
 class AnalyticKind(PairKind):
     """Exact Gaussian-mixture pairs: see when W2SD helps, and when it hurts."""
 
     name = "analytic"
     summary = "Gaussian mixtures with closed-form scores (exact oracle; docs/method.md)"
     options_model = AnalyticOptions
+    side_model = MixtureSide
     output = "samples"
     conditioning = "none"
     small = True
@@ -39,9 +46,10 @@ class AnalyticKind(PairKind):
 
     def check(self, card: PairCard) -> None:
         options: AnalyticOptions = self.options(card)
+        sides = self.sides(card)
         dims = {len(options.ideal.means[0])}
         for side in ("strong", "weak"):
-            spec = getattr(card, side).mixture
+            spec = sides[side].mixture
             if spec is None:
                 raise CardError(f"pair {card.name!r}: analytic pairs need `{side}.mixture`.")
             dims.add(len(spec.means[0]))
@@ -53,8 +61,9 @@ class AnalyticKind(PairKind):
         from w2sd_cli.analytic import GaussianMixture
 
         self.check(card)
-        specs = {"strong": card.strong.mixture, "weak": card.weak.mixture,
-                 "final": card.final.mixture or card.strong.mixture, "ideal": self.options(card).ideal}
+        sides = self.sides(card)
+        specs = {"strong": sides["strong"].mixture, "weak": sides["weak"].mixture,
+                 "final": sides["final"].mixture or sides["strong"].mixture, "ideal": self.options(card).ideal}
         return {k: GaussianMixture.of(s.weights, s.means, s.stds) for k, s in specs.items() if s is not None}
 
     def load(self, card: PairCard, settings: LoadSettings) -> AnalyticPair:

@@ -156,9 +156,11 @@ class PreparedPair:
     - ``specs`` (``strong``, ``weak``, ``final``: frozen, hashable side specs, e.g. dataclasses with a ``cfg``)
       and ``denoiser(spec)``: the method table's rule (``w2sd_cli.methods.plain_weak``) then adds the plain weak
       side at the final side's ``guidance_knobs``, and equal specs share one denoiser, so methods that then
-      coincide are detected. Every built-in kind with knobs does this.
-    - the four denoisers themselves (kinds whose sides have no knobs, e.g. fixed networks): ``weak_plain`` is
-      then theirs to choose, and coincidence follows denoiser identity.
+      coincide are detected. ``diffusers`` (every family) and ``toy-unet`` do this.
+    - the four denoisers themselves, for kinds whose sides have no guidance knob to lend (``analytic``: fixed
+      mixtures) or that choose their plain weak side themselves (``moe-experts``: the weak routing at the final
+      CFG; plugin kinds written before specs existed): ``weak_plain`` is then theirs, and coincidence follows
+      denoiser identity.
 
     Attributes:
         strong, weak: the reflection denoisers (the card's ``strong`` and ``weak`` sides).

@@ -24,7 +24,7 @@ from w2sd_cli.adapters.unet import CFGDenoiser
 from w2sd_cli.cards import ModelRef, PairCard
 from w2sd_cli.errors import InputError, ModelError
 from w2sd_cli.kinds.base import Condition, LoadSettings, PreparedPair, Settings, model_path
-from w2sd_cli.kinds.diffusers import (
+from w2sd_cli.kinds.diffusers_sides import (
     GUIDANCE_KNOBS,
     DiffusersOptions,
     SideSpec,

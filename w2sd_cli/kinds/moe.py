@@ -48,12 +48,21 @@ class MoEOptions(Strict):
                                         "(upstream DiT guides 3 of 4); null guides all")
 
 
+class MoESide(Strict):
+    """One side of a moe-experts card: its network, its routing and its CFG."""
+
+    model: str | None = None
+    experts: Literal["top", "bottom", "random"] | None = None
+    cfg: float | None = Field(None, ge=0)
+
+
 class MoEExpertsKind(PairKind):
     """Good experts vs bad experts of one mixture-of-experts diffusion transformer."""
 
     name = "moe-experts"
     summary = "DiT-MoE routed to each token's top-k experts (strong) vs its bottom-k (weak)"
     options_model = MoEOptions
+    side_model = MoESide
     output = "image"
     conditioning = "class"
 
@@ -76,6 +85,7 @@ class MoEExpertsKind(PairKind):
 
     def check(self, card: PairCard) -> None:
         options: MoEOptions = self.options(card)
+        self.sides(card)
         self.network_config(card)
         for side in SIDES:
             key = getattr(card, side).model

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,16 +34,34 @@ class ToyOptions(Strict):
     upscale: int = Field(8, ge=1, le=32, description="nearest-neighbour upscale factor of the PNG")
 
 
+class ToySide(Strict):
+    """One side of a toy-unet card: its checkpoint and its CFG."""
+
+    model: str | None = None
+    cfg: float | None = Field(None, ge=0)
+
+
+@dataclass(frozen=True)
+class ToySpec:
+    """One resolved side: the checkpoint folder, its CFG and the prompt."""
+
+    model: str
+    cfg: float
+    prompt: str
+
+
 class ToyUNetKind(PairKind):
     """Two checkpoints of a small pixel-space UNet (autoguidance-style: weak = earlier training)."""
 
     name = "toy-unet"
     summary = "small pixel-space text-to-image UNet pair shipped with w2sd (offline, seconds on CPU)"
     options_model = ToyOptions
+    side_model = ToySide
     small = True
 
     def check(self, card: PairCard) -> None:
         self.options(card)
+        self.sides(card)
         for side in ("strong", "weak"):
             key = getattr(card, side).model
             if key is None:
@@ -73,7 +92,8 @@ class ToyPair:
         self.models, self.cfgs, self.upscale = models, cfgs, upscale
 
     def prepare(self, condition: Condition, settings: Settings) -> PreparedPair:
-        """Denoisers for the prompt: strong/weak at their reflection CFG, final and plain weak at the final CFG."""
+        """Side specs for the prompt (strong/weak at their reflection CFG, final at the final CFG) and their
+        denoisers; the plain weak side is the method table's rule."""
         import torch
 
         from w2sd_cli.adapters.unet import CFGDenoiser, Conditioning, grid_from_config, schedule_from_config
@@ -82,18 +102,19 @@ class ToyPair:
         config = self.models["strong"].scheduler_config
         schedule = schedule_from_config(config)
         final_cfg = settings.cfg if settings.cfg is not None else self.cfgs["final"]
-        plan = {"strong": ("strong", self.cfgs["strong"]), "weak": ("weak", self.cfgs["weak"]),
-                "final": ("final", final_cfg), "weak_plain": ("weak", final_cfg)}
+        cfgs = {"strong": self.cfgs["strong"], "weak": self.cfgs["weak"], "final": final_cfg}
+        specs = {role: ToySpec(str(self.models[role].folder), DEFAULT_CFG if cfg is None else cfg, prompt)
+                 for role, cfg in cfgs.items()}
+        by_folder = {str(m.folder): m for m in self.models.values()}
 
-        def denoiser(model: ToyModel, cfg: float) -> CFGDenoiser:
-            cond, uncond = (Conditioning(model.conditioning(p)) for p in (prompt, ""))
-            return CFGDenoiser(model.network, schedule, cond, uncond, cfg,
+        def denoiser(spec: ToySpec) -> CFGDenoiser:
+            model = by_folder[spec.model]
+            cond, uncond = (Conditioning(model.conditioning(p)) for p in (spec.prompt, ""))
+            return CFGDenoiser(model.network, schedule, cond, uncond, spec.cfg,
                                prediction_type=config.get("prediction_type", "epsilon"))
 
-        cfg_of = {role: DEFAULT_CFG if cfg is None else cfg for role, (_, cfg) in plan.items()}
-        denoisers = {role: denoiser(self.models[side], cfg_of[role]) for role, (side, _) in plan.items()}
-        sides = {role: {"model": model_record(self.models[side].folder), "cfg": cfg_of[role], "prompt": prompt}
-                 for role, (side, _) in plan.items()}
+        def describe(spec: ToySpec) -> dict[str, Any]:
+            return {"model": model_record(by_folder[spec.model].folder), "cfg": spec.cfg, "prompt": spec.prompt}
 
         def noise(seed: int) -> Tensor:
             return torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
@@ -101,9 +122,9 @@ class ToyPair:
         def make_grid(steps: int) -> list[float]:
             return grid_from_config(schedule, config, steps)
 
-        return PreparedPair(strong=denoisers["strong"], weak=denoisers["weak"], final=denoisers["final"],
-                            weak_plain=denoisers["weak_plain"], schedule=schedule, grid=make_grid(settings.steps),
-                            make_grid=make_grid, noise=noise, sides=sides, warnings=_unknown_words(prompt))
+        return PreparedPair(specs=specs, denoiser=denoiser, schedule=schedule, grid=make_grid(settings.steps),
+                            make_grid=make_grid, noise=noise, describe=describe,
+                            warnings=_unknown_words(prompt))
 
     def decode(self, x: Tensor, count: int) -> list[Any]:
         from PIL import Image
