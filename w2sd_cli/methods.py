@@ -31,14 +31,14 @@ class Method:
         name: what ``--methods`` and recipes call it.
         summary: one line for help texts and reports.
         run: ``run(prepared, x, settings, callback) -> SampleResult``, through ``w2sd_cli.sampling`` only.
-        same_as: for a given prepared pair, the name of another method this one then equals exactly
-            (rendered once, reported as such), or ``None``.
+        same_as: ``same_as(prepared, settings)``: for that prepared pair at those settings, the name of another
+            method this one then equals exactly (rendered once, reported as such), or ``None``.
     """
 
     name: str
     summary: str
     run: Runner
-    same_as: Callable[[PreparedPair], str | None] | None = None
+    same_as: Callable[[PreparedPair, Settings], str | None] | None = None
 
 
 def _weak(p: PreparedPair, x: Tensor, s: Settings, cb: Callback | None) -> SampleResult:
@@ -79,7 +79,7 @@ def _equal_nfe(p: PreparedPair, x: Tensor, s: Settings, cb: Callback | None) -> 
     return sample_plain(p.final, x, p.schedule, p.make_grid(steps), callback=cb)
 
 
-def _first_order_is_extrapolate(p: PreparedPair) -> str | None:
+def _first_order_is_extrapolate(p: PreparedPair, s: Settings) -> str | None:
     """With reflection sides equal to the final ones, eps_f + k(eps_s - eps_w) is the extrapolation control."""
     return "extrapolate" if (p.strong is p.final and p.weak is p.weak_plain) else None
 

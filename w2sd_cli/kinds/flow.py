@@ -127,6 +127,7 @@ class FlowKind(PairKind):
     """Flow-matching pairs on SD3.x and FLUX.1: per-side model, LoRA scale, CFG, distilled guidance and prompt."""
 
     name = "flow"
+    takes = frozenset({"strong_prompt", "negative_prompt", "cfg", "width", "height", "device", "dtype", "offload"})
     summary = "SD3.x and FLUX.1 flow-matching pairs: per-side model, LoRA scale, CFG, guidance and prompt"
     options_model = FlowOptions
 

@@ -38,6 +38,8 @@ class DiffusersKind(PairKind):
     """Text-to-image pairs on diffusers SD/SDXL models: LoRA scale, checkpoint, CFG, prompt and ControlNet."""
 
     name = "diffusers"
+    takes = frozenset({"strong_prompt", "negative_prompt", "control_image", "cfg", "width", "height", "device",
+                       "dtype", "offload"})
     summary = "SD 1.x/2.x and SDXL pairs: per-side model, LoRA scale, CFG, prompt and ControlNet"
     options_model = DiffusersOptions
 

@@ -56,6 +56,7 @@ class MoEExpertsKind(PairKind):
     options_model = MoEOptions
     output = "image"
     conditioning = "class"
+    takes = frozenset({"class_label", "cfg", "width", "height", "device", "dtype"})
 
     def network_config(self, card: PairCard) -> DiTMoEConfig:
         """The architecture the card's checkpoint must have."""

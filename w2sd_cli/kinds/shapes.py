@@ -39,6 +39,7 @@ class ToyUNetKind(PairKind):
     summary = "small pixel-space text-to-image UNet pair shipped with w2sd (offline, seconds on CPU)"
     options_model = ToyOptions
     small = True
+    takes = frozenset({"cfg"})
 
     def check(self, card: PairCard) -> None:
         self.options(card)
@@ -102,7 +103,8 @@ class ToyPair:
 
         return PreparedPair(strong=denoisers["strong"], weak=denoisers["weak"], final=denoisers["final"],
                             weak_plain=denoisers["weak_plain"], schedule=schedule, grid=make_grid(settings.steps),
-                            make_grid=make_grid, noise=noise, sides=sides, warnings=_unknown_words(prompt))
+                            make_grid=make_grid, noise=noise, sides=sides,
+                            warnings=_unknown_words(prompt) + self.models["strong"].cut(prompt))
 
     def decode(self, x: Tensor, count: int) -> list[Any]:
         from PIL import Image
@@ -161,6 +163,12 @@ class ToyModel:
                              f"or reinstall w2sd.") from None
         self.network = unet_network(self.unet)
         self._states: dict[str, Tensor] = {}
+
+    def cut(self, prompt: str) -> list[str]:
+        """A warning when the tokenizer cuts ``prompt`` (``w2sd_cli.toy.components.cut_warning``)."""
+        from w2sd_cli.toy.components import cut_warning
+
+        return cut_warning(self.tokenizer, prompt)
 
     def conditioning(self, prompt: str) -> Tensor:
         """The text encoder's last hidden states for ``prompt`` (cached per prompt)."""
