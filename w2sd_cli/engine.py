@@ -97,6 +97,8 @@ class Engine:
                  metrics: Sequence[str] | None = None) -> None:
         self.card, self.kind, self.loaded, self.settings, self.load = card, kind, loaded, settings, load
         self.metric_names = list(card.metrics if metrics is None else metrics)
+        self.asked = load
+        """The load settings as the caller gave them (what recipes record; ``load`` is what was used)."""
         self.pair_id: str | None = None
         """How the pair was reached (``plugin:name`` when the plain name means another pair), for recipes."""
         self._prepared: tuple[Condition, Settings, PreparedPair] | None = None
@@ -205,7 +207,7 @@ class Engine:
         recipe: dict[str, Any] = {
             "pair": self.card.name, "kind": self.card.kind, "card_digest": self.card.digest(), "method": method,
             "seed": seed, "prompt": prompt, "condition": _without(condition.as_recipe(), prompt),
-            "settings": settings.as_recipe(), "load": {"device": self.load.device, "dtype": self.load.dtype},
+            "settings": settings.as_recipe(), "load": {"device": self.asked.device, "dtype": self.asked.dtype},
             "provenance": self.loaded.provenance(), "versions": versions(),
         }
         if self.pair_id is not None and self.pair_id != self.card.name:
