@@ -305,8 +305,9 @@ def _digest(tensor: Tensor) -> dict[str, Any]:
 
 
 def _without(data: dict[str, Any], prompt: str) -> dict[str, Any]:
-    """``data`` without a ``prompt`` entry equal to the recipe's own (the prompt is stored once)."""
-    return {k: v for k, v in data.items() if not (k == "prompt" and v == prompt)}
+    """``data`` without a ``prompt`` entry equal to the recipe's own, spaces aside (the prompt is stored once)."""
+    return {k: v for k, v in data.items()
+            if not (k == "prompt" and isinstance(v, str) and v.strip() == prompt.strip())}
 
 
 def _seeds_text(seeds: Sequence[int]) -> str:

@@ -44,7 +44,7 @@ def bench(
     k: Annotated[float, typer.Option("--k", help="Weight k of the extrapolate and first-order controls "
                                      "(autoguidance w = 1 + k).")] = 1.0,
     samples: Annotated[int | None, typer.Option("--samples", min=1, help="Analytic pairs: samples per item.")] = None,
-    cfg: Annotated[float | None, typer.Option("--cfg", min=0.0, help="Final denoise CFG scale.")] = None,
+    cfg: Annotated[float | None, typer.Option("--cfg", help="Final denoise CFG scale (0 to 100).")] = None,
     width: Annotated[int | None, typer.Option("--width", min=8)] = None,
     height: Annotated[int | None, typer.Option("--height", min=8)] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="float32, float16 or bfloat16.")] = None,

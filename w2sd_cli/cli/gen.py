@@ -34,7 +34,7 @@ def gen(
         "equal-nfe, or a plugin's).")] = None,
     width: Annotated[int | None, typer.Option("--width", min=8)] = None,
     height: Annotated[int | None, typer.Option("--height", min=8)] = None,
-    cfg: Annotated[float | None, typer.Option("--cfg", min=0.0, help="Final denoise CFG scale.")] = None,
+    cfg: Annotated[float | None, typer.Option("--cfg", help="Final denoise CFG scale (0 to 100).")] = None,
     k: Annotated[float | None, typer.Option("--k", help="Weight of the first-order/extrapolate controls.")] = None,
     strong_prompt: Annotated[str | None, typer.Option("--strong-prompt", help="Prompt pairs: refined prompt.")] = None,
     negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
