@@ -80,7 +80,7 @@ def check_knobs(*, steps: Any = None, lam: Any = None, rounds: Any = None, k: An
             ``--steps`` is checked once both are resolved: ``Settings.resolve``).
     """
     given = {"steps": (steps, 1, MAX_STEPS), "lam": (lam, 0, MAX_STEPS), "rounds": (rounds, 1, MAX_ROUNDS),
-             "width": (width, 8, MAX_SIDE), "height": (height, 8, MAX_SIDE), "samples": (samples, 1, MAX_SAMPLES)}
+             "width": (width, 1, MAX_SIDE), "height": (height, 1, MAX_SIDE), "samples": (samples, 1, MAX_SAMPLES)}
     out: dict[str, Any] = {key: None if value is None else integer(_flag(key), value, low, high)
                            for key, (value, low, high) in given.items()}
     out["k"] = None if k is None else number("--k", k, -MAX_CFG, MAX_CFG)
