@@ -65,7 +65,7 @@ BAD_INPUTS = [
     (["gen", "--pair", "gmm-1d", "--bogus"], 2, "No such option"),
     (["pairs", "frobnicate"], 2, "No such command"),
     (["frobnicate"], 2, "No such command"),
-    (["gen", "--pair", "gmm-1d", "--cfg", "-1"], 2, "--cfg"),
+    (["gen", "--pair", "gmm-1d", "--cfg", "-1"], 1, "--cfg"),
     (["gen", "--pair", "gmm-1d", "--num-images", "0"], 2, "--num-images"),
 ]
 

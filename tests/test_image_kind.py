@@ -126,7 +126,7 @@ def test_metadata_round_trips_and_reproduces_the_image(models: dict[str, Path], 
     recipe = read_recipe(made.files[0])
     assert recipe["card_digest"] == card.digest() and recipe["pair"] == "tiny-lora" and recipe["method"] == "w2sd"
     condition = recipe["condition"]
-    assert (condition["prompt"], condition["negative_prompt"], recipe["seed"], recipe["nfe"]) == ("a fox", "blur", 3, 8)
+    assert (recipe["prompt"], condition["negative_prompt"], recipe["seed"], recipe["nfe"]) == ("a fox", "blur", 3, 8)
     assert recipe["sides"]["weak"]["negative_prompt"] == "blur"  # --negative-prompt reaches every side
     assert recipe["sides"]["weak"]["lora_scale"] == -1.5
     assert recipe["provenance"]["models"]["detail"]["format"] == "lora"

@@ -71,7 +71,7 @@ def test_generates_images_with_their_recipe(models: Path, tmp_path: Path) -> Non
     assert not torch.equal(pixels["w2sd"], pixels["strong"]) and not torch.equal(pixels["weak"], pixels["strong"])
     w2sd = made.samples["w2sd"][0]
     recipe = w2sd.recipe
-    assert recipe["sides"]["final"]["class_label"] == 1 and recipe["condition"]["prompt"] == "goldfish"
+    assert recipe["sides"]["final"]["class_label"] == 1 and recipe["prompt"] == "goldfish"
     assert recipe["sides"]["final"]["cfg"] == 1.5 and recipe["sides"]["weak"]["routing"] == "bottom-2 of 4"
     assert w2sd.nfe == 4 + 2 * 3 and w2sd.cost == 2.0 * 10
     assert made.samples["weak"][0].nfe == 4

@@ -22,6 +22,8 @@ from w2sd_cli.engine import Engine, Observer, Sample, open_engine
 from w2sd_cli.kinds.base import Condition, LoadSettings, PairKind, Settings
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from w2sd_cli.pairs import PairRegistry
 
 DEFAULT_PAIR = "shapes"
@@ -59,8 +61,18 @@ class Comparison:
         first = self.samples[methods[0]]
         main = "w2sd" if "w2sd" in self.samples else methods[0]
         kind = first[0].kind
-        names = OutputNames(Path(out), str(first[0].recipe["pair"]), "compare" if kind == "samples" else main,
+        named = main if Path(out).suffix.lower() in (".png", ".npy") else "w2sd"  # the file OUT names
+        names = OutputNames(Path(out), str(first[0].recipe["pair"]), "compare" if kind == "samples" else named,
                             first[0].seed)
+        planned: list[tuple[Path, str]] = []
+        for index, seed in enumerate(self.seeds):
+            prompt = first[index].condition.prompt
+            if kind == "image":
+                planned += [(names.path(prompt, seed, m), m) for m in methods]
+            if len(methods) > 1 or kind == "samples":
+                planned.append((names.path(prompt, seed, "compare"), "compare"))
+        for path, method in planned:  # before writing anything
+            refuse_overwrite(path, method)
         files: list[Path] = []
         for index, seed in enumerate(self.seeds):
             prompt = first[index].condition.prompt
@@ -96,10 +108,28 @@ class Comparison:
 
 
 def _flat(verdicts: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """Metric rows side by side (``metric.key``; a single metric's keys stay bare)."""
+    """Metric rows side by side (``metric.key``; a single metric's keys stay bare), at full precision (tables
+    round when they print)."""
     if len(verdicts) == 1:
-        return {k: round(v, 4) for k, v in next(iter(verdicts.values())).items()}
-    return {f"{m}.{k}": round(v, 4) for m, row in verdicts.items() for k, v in row.items()}
+        return dict(next(iter(verdicts.values())))
+    return {f"{m}.{k}": v for m, row in verdicts.items() for k, v in row.items()}
+
+
+def refuse_overwrite(path: Path, method: str) -> None:
+    """Refuse to replace a w2sd output that another method made (its recipe says which); others are replaced."""
+    if not path.is_file() or path.suffix.lower() != ".png":
+        return
+    from w2sd_cli.errors import InputError, W2SDError
+    from w2sd_cli.images import read_recipe
+
+    try:
+        recipe = read_recipe(path)
+    except W2SDError:
+        return
+    made = "compare" if recipe.get("panel") else recipe.get("method")
+    if made is not None and made != method:
+        raise InputError(f"{path} holds the {made} output of an earlier run; writing {method} there would replace "
+                         "it. Give another --out (a folder names every file by its method).")
 
 
 class Pair:
@@ -119,7 +149,11 @@ class Pair:
                  k: float | None = None, cfg: float | None = None, width: int | None = None,
                  height: int | None = None, samples: int | None = None,
                  reference_interval: bool = False) -> Settings:
-        """Sampler settings: the card's defaults where an argument is ``None``."""
+        """Sampler settings: the card's defaults where an argument is ``None`` (checked: finite, in range).
+
+        Raises:
+            InputError: a knob that is not a number of its type, not finite or out of range.
+        """
         return Settings.resolve(self.card, steps=steps, lam=lam, rounds=rounds, k=k, cfg=cfg, width=width,
                                 height=height, samples=samples, reference_interval=reference_interval)
 
@@ -128,7 +162,7 @@ class Pair:
                  cfg: float | None = None, width: int | None = None, height: int | None = None,
                  samples: int | None = None, reference_interval: bool = False, strong_prompt: str | None = None,
                  negative_prompt: str | None = None, control_image: str | Path | None = None,
-                 class_label: int | None = None, batch_size: int = 1,
+                 class_label: int | None = None, batch_size: int = 1, noise: Sequence[Tensor] | None = None,
                  observer: Observer | None = None) -> list[Sample]:
         """Sample one method from each seed.
 
@@ -140,21 +174,42 @@ class Pair:
                 card's default; see `w2sd gen --help`).
             strong_prompt, negative_prompt, control_image, class_label: the rest of the condition.
             batch_size: seeds per network call.
+            noise: one initial latent per seed instead of the seed's own draw (oracles, img2img-style starts),
+                each shaped like the pair's (``pair.noise(seed)``); the recipe records its shape and sha256.
             observer: progress callback (a dict per sampler phase).
 
         Returns:
             One ``Sample`` per seed (``.image`` or ``.samples``, ``.nfe``, ``.cost``, ``.seconds``, ``.recipe``).
+
+        Raises:
+            InputError: a knob out of range or not finite, a negative seed, ``batch_size < 1``, an empty or
+                over-long prompt (``w2sd_cli.validate.MAX_PROMPT_CHARS``), or an option the pair does not use;
+                all before anything is sampled.
         """
         condition = self.condition(prompt, strong_prompt=strong_prompt, negative_prompt=negative_prompt,
                                    control_image=control_image, class_label=class_label)
-        settings = self.settings(steps=steps, lam=lam, rounds=rounds, k=k, cfg=cfg, width=width, height=height,
-                                 samples=samples, reference_interval=reference_interval)
+        knobs = {"steps": steps, "lam": lam, "rounds": rounds, "k": k, "cfg": cfg, "width": width,
+                 "height": height, "samples": samples, "reference_interval": reference_interval}
+        seeds, batch_size, settings = check_generate(self.card, self.kind, condition, seeds, batch_size, knobs,
+                                                     methods=[method])
+        latents = list(noise) if noise is not None else None
+        if latents is not None and len(latents) != len(seeds):
+            from w2sd_cli.errors import InputError
+
+            raise InputError(f"noise: give one initial latent per seed ({len(seeds)}), not {len(latents)}.")
         out: list[Sample] = []
-        seeds = list(seeds)
-        for start in range(0, len(seeds), max(1, batch_size)):
-            out += self.engine.render(condition, seeds[start:start + max(1, batch_size)], method,
-                                      settings=settings, observer=observer)
+        for start in range(0, len(seeds), batch_size):
+            chunk = slice(start, start + batch_size)
+            out += self.engine.render(condition, seeds[chunk], method, settings=settings, observer=observer,
+                                      noise=latents[chunk] if latents is not None else None)
         return out
+
+    def noise(self, seed: int, prompt: str | None = None, **condition: Any) -> Tensor:
+        """The initial latent the pair draws for ``seed`` (a starting point to edit and pass as ``noise``)."""
+        from w2sd_cli.validate import check_seeds
+
+        [seed] = check_seeds([seed])
+        return self.engine.prepare(self.condition(prompt, **condition)).noise(seed)
 
     def compare(self, prompt: str | None = None, *, seeds: Sequence[int] = (0,),
                 methods: Sequence[str] | None = None, **knobs: Any) -> Comparison:
@@ -169,9 +224,42 @@ class Pair:
     def condition(self, prompt: str | None, *, strong_prompt: str | None = None, negative_prompt: str | None = None,
                   control_image: str | Path | None = None, class_label: int | None = None) -> Condition:
         """The condition of one call."""
-        return Condition(prompt=prompt or "", strong_prompt=strong_prompt, negative_prompt=negative_prompt,
-                         control_image=Path(control_image) if control_image is not None else None,
-                         class_label=class_label)
+        return make_condition(prompt, strong_prompt=strong_prompt, negative_prompt=negative_prompt,
+                              control_image=control_image, class_label=class_label)
+
+
+def make_condition(prompt: str | None, *, strong_prompt: str | None = None, negative_prompt: str | None = None,
+                   control_image: str | Path | None = None, class_label: int | None = None) -> Condition:
+    """The condition of one call (the prompt checked to be text of a bounded length)."""
+    from w2sd_cli.validate import check_text
+
+    check_text("the prompt", prompt)
+    return Condition(prompt=prompt or "", strong_prompt=strong_prompt, negative_prompt=negative_prompt,
+                     control_image=Path(control_image) if control_image is not None else None,
+                     class_label=class_label)
+
+
+def check_generate(card: PairCard, kind: PairKind, condition: Condition, seeds: Sequence[int], batch_size: int,
+                   knobs: dict[str, Any], *, methods: Sequence[str] = (), load: LoadSettings | None = None
+                   ) -> tuple[list[int], int, Settings]:
+    """Every check of a generate call, before anything loads or samples (`w2sd gen` runs it before loading).
+
+    Returns:
+        The seeds, the batch size and the resolved settings.
+
+    Raises:
+        InputError: see ``Pair.generate``.
+    """
+    from w2sd_cli.methods import get_method
+    from w2sd_cli.validate import check_batch_size, check_request, check_seeds
+
+    listed = check_seeds(seeds)
+    size = check_batch_size(batch_size)
+    check_request(card, kind, condition, {k: knobs.get(k) for k in ("cfg", "width", "height", "samples")}, load)
+    settings = Settings.resolve(card, **knobs)
+    for method in methods:
+        get_method(method)
+    return listed, size, settings
 
 
 def load_pair(name: str | None = None, *, device: str | None = None, dtype: str | None = None,
@@ -196,8 +284,22 @@ def load_pair(name: str | None = None, *, device: str | None = None, dtype: str 
 
     registry = registry or get_registry()
     entry = registry.get(name or DEFAULT_PAIR)
-    return pair_from_card(entry.card, device=device, dtype=dtype, offline=offline, allow_pickle=allow_pickle,
+    pair = pair_from_card(entry.card, device=device, dtype=dtype, offline=offline, allow_pickle=allow_pickle,
                           offload=offload, observer=observer, kind=registry.kind(entry))
+    pair.engine.pair_id = reached_as(registry, entry)
+    return pair
+
+
+def reached_as(registry: PairRegistry, entry: Any) -> str:
+    """The name that finds ``entry`` again: its own, or ``plugin:name`` when the plain name means another pair."""
+    from w2sd_cli.errors import W2SDError
+
+    try:
+        if registry.get(entry.card.name) is entry:
+            return str(entry.card.name)
+    except W2SDError:
+        pass
+    return str(entry.qualified_name)
 
 
 def pair_from_card(card: PairCard, *, device: str | None = None, dtype: str | None = None,
@@ -215,5 +317,8 @@ def pair_from_card(card: PairCard, *, device: str | None = None, dtype: str | No
     offline = offline if offline is not None else os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     load = LoadSettings(device=device or "auto", dtype=dtype, offline=offline, allow_pickle=allow_pickle,
                         offload=offload)
+    from w2sd_cli.validate import check_load
+
+    check_load(card, kind, load)
     engine = open_engine(card, kind, Settings.resolve(card), load, observer=observer)
     return Pair(card, kind, engine)

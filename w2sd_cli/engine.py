@@ -21,6 +21,8 @@ from w2sd_cli.methods import BUILTIN, Plan, canonical, get_method
 from w2sd_cli.threads import small_work_threads
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from w2sd_cli.sampling import Callback
 
 Observer = Callable[[dict[str, Any]], None]
@@ -70,7 +72,12 @@ class Sample:
         return self.output
 
     def save(self, path: str | Path) -> Path:
-        """Write the output atomically: a PNG carrying the recipe, or a ``.npy`` with a ``.json`` recipe beside it."""
+        """Write the output atomically in the format the suffix names: an image as ``.png`` (carrying the recipe),
+        ``.jpg`` or ``.webp``; a sample set as ``.npy`` or ``.npz``; the recipe beside non-PNG files as ``PATH.json``.
+
+        Raises:
+            InputError: the suffix does not fit the output (``.png`` for a sample set, ``.npy`` for an image).
+        """
         from w2sd_cli.outputs import save_output
 
         return save_output(self.output, self.kind, Path(path), self.recipe)
@@ -92,6 +99,10 @@ class Engine:
                  metrics: Sequence[str] | None = None) -> None:
         self.card, self.kind, self.loaded, self.settings, self.load = card, kind, loaded, settings, load
         self.metric_names = list(card.metrics if metrics is None else metrics)
+        self.asked = load
+        """The load settings as the caller gave them (what recipes record; ``load`` is what was used)."""
+        self.pair_id: str | None = None
+        """How the pair was reached (``plugin:name`` when the plain name means another pair), for recipes."""
         self._prepared: tuple[Condition, Settings, PreparedPair] | None = None
         self._metrics: dict[str, Any] = {}
         self._recent: dict[tuple[str, Settings], dict[int, Sample]] = {}
@@ -115,8 +126,10 @@ class Engine:
         return prepared
 
     def render(self, condition: Condition, seeds: Sequence[int], method: str, *,
-               settings: Settings | None = None, observer: Observer | None = None) -> list[Sample]:
-        """Sample ``method`` from each seed's noise in one batch; decode; score with the card's metrics.
+               settings: Settings | None = None, observer: Observer | None = None,
+               noise: Sequence[Tensor] | None = None) -> list[Sample]:
+        """Sample ``method`` from each seed's noise (or ``noise``, one latent per seed, shaped like the seed's
+        own) in one batch; decode; score with the card's metrics.
 
         A method whose plan equals another's (``w2sd_cli.methods.canonical``) is the copy of that one's render,
         made once per seed whatever the order of the methods asked for or the number of seeds.
@@ -125,9 +138,12 @@ class Engine:
         prepared = self.prepare(condition, settings)
         get_method(method)
         rendered = canonical(method, self._plans(prepared, settings, method))
+        if noise is not None:  # the caller's latents: rendered for this call, shared with no seeded render
+            fresh = self._render(condition, seeds, rendered, prepared, settings, observer, noise)
+            return fresh if rendered == method else [self._copy(f, method, prepared, settings) for f in fresh]
         done = self._recent.setdefault((rendered, settings), {})
         missing = [seed for seed in seeds if seed not in done]
-        made = {s.seed: s for s in self._render(condition, missing, rendered, prepared, settings, observer)} \
+        made = {s.seed: s for s in self._render(condition, missing, rendered, prepared, settings, observer, None)} \
             if missing else {}
         kept = {**{seed: done[seed] for seed in seeds if seed in done}, **made}
         self._keep(done, made)
@@ -152,12 +168,12 @@ class Engine:
         return plans
 
     def _render(self, condition: Condition, seeds: Sequence[int], method: str, prepared: PreparedPair,
-                settings: Settings, observer: Observer | None) -> list[Sample]:
+                settings: Settings, observer: Observer | None, noise: Sequence[Tensor] | None) -> list[Sample]:
         import torch
 
         runner = get_method(method)
         started = time.perf_counter()
-        x = torch.cat([prepared.noise(seed) for seed in seeds])
+        x = torch.cat(initial_noise(prepared, seeds, noise))
         threads = small_work_threads("cpu") if self.kind.small else contextlib.nullcontext()
         try:
             with threads, torch.inference_mode():
@@ -177,13 +193,17 @@ class Engine:
                           cost=result.cost, seconds=round(seconds, 4), same_as=None)
             samples.append(Sample(method, seed, condition, output, self.output, result.nfe, result.cost,
                                   round(seconds, 4), recipe, warnings=list(prepared.warnings)))
+        if noise is not None:
+            for sample, latent in zip(samples, noise, strict=True):
+                sample.recipe["initial_noise"] = _digest(latent)
         self.score(samples)
         return samples
 
     def _copy(self, source: Sample, method: str, prepared: PreparedPair, settings: Settings) -> Sample:
         """``method``'s sample when it coincides with ``source``'s method for this pair: same pixels, its own recipe."""
         recipe = self.recipe(source.condition, source.seed, method, prepared, settings)
-        recipe.update({k: source.recipe[k] for k in ("nfe", "calls", "cost")}, seconds=0.0, same_as=source.method)
+        recipe.update({k: source.recipe[k] for k in ("nfe", "calls", "cost", "initial_noise") if k in source.recipe},
+                      seconds=0.0, same_as=source.method)
         return Sample(method, source.seed, source.condition, source.output, source.kind, source.nfe, source.cost, 0.0,
                       recipe, dict(source.verdicts), list(source.warnings), same_as=source.method)
 
@@ -217,16 +237,21 @@ class Engine:
         from w2sd_cli.images import versions
         from w2sd_cli.store.redact import redact_data
 
+        prompt = condition.prompt
         recipe: dict[str, Any] = {
             "pair": self.card.name, "kind": self.card.kind, "card_digest": self.card.digest(), "method": method,
-            "seed": seed, "prompt": condition.prompt, "condition": condition.as_recipe(),
-            "settings": settings.as_recipe(), "load": {"device": self.load.device, "dtype": self.load.dtype},
+            "seed": seed, "prompt": prompt, "condition": _without(condition.as_recipe(), prompt),
+            "settings": settings.as_recipe(), "load": {"device": self.asked.device, "dtype": self.asked.dtype},
             "provenance": self.loaded.provenance(), "versions": versions(),
         }
+        if self.pair_id is not None and self.pair_id != self.card.name:
+            recipe["pair_id"] = self.pair_id
         if prepared is not None:
             plan = self._plans(prepared, settings, method).get(method)
             grid = plan.grid if plan is not None else prepared.grid
-            recipe.update(sides=prepared.sides, grid=[float(t) for t in grid], warnings=prepared.warnings)
+            sides = {role: _without(side, prompt) if isinstance(side, dict) else side
+                     for role, side in prepared.sides.items()}
+            recipe.update(sides=sides, grid=[float(t) for t in grid], warnings=prepared.warnings)
         return redact_data(recipe)  # type: ignore[return-value]
 
     def score(self, samples: list[Sample]) -> None:
@@ -282,13 +307,43 @@ def fetch_models(card: PairCard, keys: list[str], load: LoadSettings, observer: 
 
 
 def check_condition(card: PairCard, kind: PairKind, condition: Condition) -> None:
-    """Refuse conditions the pair cannot use (an empty prompt for a text pair)."""
-    if kind.conditioning == "text" and not condition.prompt.strip():
-        raise InputError(f"Pair {card.name} is text-to-image: give a prompt, e.g. w2sd gen --pair {card.name} "
-                         "\"a photo of a cat\".")
-    if kind.conditioning == "class" and condition.class_label is None and not condition.prompt.strip():
-        raise InputError(f"Pair {card.name} is class-conditional: give a class name as the prompt (e.g. "
-                         "\"golden retriever\") or a class number with --class 207.")
+    """Refuse conditions the pair cannot use (``w2sd_cli.validate.check_condition``)."""
+    from w2sd_cli.validate import check_condition as check
+
+    check(card, kind, condition)
+
+
+def initial_noise(prepared: PreparedPair, seeds: Sequence[int], noise: Sequence[Tensor] | None) -> list[Tensor]:
+    """Each seed's initial latent: drawn from its seed, or the caller's (checked against the drawn shape)."""
+    drawn = [prepared.noise(seed) for seed in seeds]
+    if noise is None:
+        return drawn
+    if len(noise) != len(seeds):
+        raise InputError(f"noise: give one initial latent per seed ({len(seeds)}), not {len(noise)}.")
+    given = []
+    for seed, mine, theirs in zip(seeds, drawn, noise, strict=True):
+        shape = tuple(getattr(theirs, "shape", ()))
+        if shape != tuple(mine.shape):
+            raise InputError(f"noise for seed {seed}: shape {shape}, but this pair starts from {tuple(mine.shape)}.")
+        value = theirs.to(device=mine.device, dtype=mine.dtype)
+        if not bool(value.isfinite().all()):
+            raise InputError(f"noise for seed {seed}: it holds NaN or inf values.")
+        given.append(value)
+    return given
+
+
+def _digest(tensor: Tensor) -> dict[str, Any]:
+    """What a recipe records of a caller's initial latent: its shape and a hash (it cannot be remade)."""
+    import hashlib
+
+    data = tensor.detach().to("cpu").contiguous().float().numpy().tobytes()
+    return {"shape": list(tensor.shape), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _without(data: dict[str, Any], prompt: str) -> dict[str, Any]:
+    """``data`` without a ``prompt`` entry equal to the recipe's own, spaces aside (the prompt is stored once)."""
+    return {k: v for k, v in data.items()
+            if not (k == "prompt" and isinstance(v, str) and v.strip() == prompt.strip())}
 
 
 def _seeds_text(seeds: Sequence[int]) -> str:

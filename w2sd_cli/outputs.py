@@ -16,22 +16,61 @@ from typing import Any
 from w2sd_cli.files import atomic_path, write_text_atomic
 
 SUFFIX = {"image": ".png", "samples": ".npy"}
+"""The default file type of each output kind (what `w2sd gen` and `w2sd bench` write)."""
+FORMATS = {"image": {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"},
+           "samples": {".npy": "npy", ".npz": "npz"}}
+"""What each output kind can be saved as, by file suffix. Only PNGs carry the recipe inside; the others get it
+in ``PATH.json`` beside them."""
+
+
+def output_format(kind: str, path: Path) -> str:
+    """The file format ``path``'s suffix asks for, or an ``InputError`` naming the suffixes that fit ``kind``."""
+    from w2sd_cli.errors import InputError
+
+    formats = FORMATS.get(kind, {})
+    found = formats.get(path.suffix.lower())
+    if found is None:
+        what = {"image": "an image", "samples": "a sample set"}.get(kind, kind)
+        other = next((k for k, table in FORMATS.items() if path.suffix.lower() in table), None)
+        hint = " (a picture of a sample set is the comparison panel: Comparison.panel())" if other == "image" else ""
+        given = path.suffix or "a name without a suffix"
+        raise InputError(f"{path}: {what} is saved as {', '.join(formats)}, not {given}{hint}.")
+    return found
 
 
 def save_output(output: Any, kind: str, path: Path, recipe: Mapping[str, Any] | None) -> Path:
-    """Write one output atomically; images carry ``recipe`` in the PNG, sample sets get ``PATH.json``."""
-    if kind == "image":
+    """Write one output atomically in the format its suffix names (``FORMATS``); PNGs carry ``recipe``, every
+    other format gets ``PATH.json``."""
+    fmt = output_format(kind, path)
+    if fmt == "PNG":
         from w2sd_cli.images import save_png
 
         return save_png(output, path, recipe)
-    import numpy as np
-
     with atomic_path(path) as tmp, tmp.open("wb") as handle:
-        np.save(handle, np.ascontiguousarray(output), allow_pickle=False)
+        if kind == "image":
+            _save_image(output, handle, fmt)
+        else:
+            import numpy as np
+
+            array = np.ascontiguousarray(output)
+            if fmt == "npz":
+                np.savez(handle, samples=array)
+            else:
+                np.save(handle, array, allow_pickle=False)
     if recipe is not None:
         write_text_atomic(path.with_name(path.name + ".json"), json.dumps(recipe, indent=1, sort_keys=True,
                                                                            default=str) + "\n")
     return path
+
+
+def _save_image(image: Any, handle: Any, fmt: str) -> None:
+    from PIL import features
+
+    if fmt == "WEBP" and not features.check("webp"):
+        from w2sd_cli.errors import InputError
+
+        raise InputError("This Pillow cannot write WebP; save as .png or .jpg.")
+    image.convert("RGB").save(handle, format=fmt, quality=95)
 
 
 def sha256_of(path: Path) -> str:
@@ -45,10 +84,11 @@ def sha256_of(path: Path) -> str:
 
 def load_output(path: Path) -> Any:
     """An output back from disk: a PIL image (RGB) or a float array."""
-    if path.suffix == ".npy":
+    if path.suffix.lower() in (".npy", ".npz"):
         import numpy as np
 
-        return np.load(path, allow_pickle=False)
+        loaded = np.load(path, allow_pickle=False)
+        return loaded["samples"] if path.suffix.lower() == ".npz" else loaded
     from PIL import Image
 
     with Image.open(path) as image:

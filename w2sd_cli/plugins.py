@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -82,6 +83,9 @@ class Host:
         try:
             self.pm.register(plugin, name=name)
         except Exception as err:  # a bad hookimpl signature, a duplicate name...
+            if isinstance(err, pluggy.PluginValidationError):
+                err = PluginError(f"{err}. A hook with a wrong signature refuses the whole plugin (none of its hooks "
+                                  "run); fix its parameters (see docs/plugins.md, 'Hook signatures')")
             record.fail("register", err)
             return
         callers = self.pm.get_hookcallers(plugin) or []
@@ -202,7 +206,7 @@ def build_host(load_entry_points: bool = True) -> Host:
     if not load_entry_points:
         return host
     selection = plugin_selection()
-    found = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+    found = entry_points()
     for ep in found:
         if not selection.allows(ep.name):
             continue
@@ -210,8 +214,11 @@ def build_host(load_entry_points: bool = True) -> Host:
         version = dist.version if dist is not None else None
         origin = f"entry point {ep.value}" + (f" ({dist.name})" if dist is not None else "")
         if ep.name in host.records:
+            first = host.records[ep.name].origin
+            if first == origin:  # the same distribution installed twice (say, editable and in site-packages)
+                origin, first = f"{origin} at {_where(ep)}", f"{first} at {_where(_first_named(found, ep.name))}"
             host.warnings.append(f"entry point {ep.name!r} ({origin}) is ignored: a plugin of that name is already "
-                                 f"loaded from {host.records[ep.name].origin}; uninstall one of them.")
+                                 f"loaded from {first}; uninstall one of them.")
             continue
         record = host.records.setdefault(ep.name, PluginRecord(ep.name, origin, version))
         try:
@@ -222,6 +229,35 @@ def build_host(load_entry_points: bool = True) -> Host:
         host.add(plugin, ep.name, origin, version)
     _check_selection(host, selection, sorted({ep.name for ep in found}))
     return host
+
+
+def entry_points() -> list[metadata.EntryPoint]:
+    """Every ``w2sd`` entry point of every distribution on ``sys.path``, by name (path order within a name).
+
+    ``importlib.metadata.entry_points`` keeps one distribution per name, so a package installed twice (two
+    folders, or an editable install beside a wheel) would lose its second copy silently; here the second copy
+    is kept, so ``build_host`` warns about it.
+    """
+    found: list[metadata.EntryPoint] = []
+    seen: set[str] = set()
+    for dist in metadata.distributions():
+        path = getattr(dist, "_path", None)
+        where = os.path.realpath(str(path)) if path is not None else str(id(dist))
+        if where in seen:  # one folder listed twice on sys.path
+            continue
+        seen.add(where)
+        found.extend(ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP)
+    return sorted(found, key=lambda ep: ep.name)
+
+
+def _first_named(found: list[metadata.EntryPoint], name: str) -> metadata.EntryPoint:
+    return next(ep for ep in found if ep.name == name)
+
+
+def _where(ep: metadata.EntryPoint) -> str:
+    """The folder a distribution's metadata lives in (tells two installs of one package apart)."""
+    path = getattr(getattr(ep, "dist", None), "_path", None)
+    return str(Path(str(path)).parent) if path is not None else "an unknown place"
 
 
 def _check_selection(host: Host, selection: Selection, installed: list[str]) -> None:

@@ -247,12 +247,19 @@ def new_plugin(name: str, parent: Path) -> list[Path]:
     """Write the package ``w2sd-NAME`` under ``parent``; return the files written.
 
     Raises:
-        InputError: a name that cannot be a package name, or a folder that already exists.
+        InputError: a name that cannot be a package name, a reserved plugin name (``w2sd``, ``user``), or a
+            folder that already exists.
     """
     if not NAME.match(name):
         raise InputError(f"plugin name {name!r}: use lowercase letters, digits and single hyphens, starting with "
                          "a letter (e.g. my-pairs).")
     name = name.removeprefix("w2sd-")
+    from w2sd_cli.plugins import reserved
+
+    if reserved(name) is not None:
+        raise InputError(f"plugin name {name!r} is reserved: w2sd uses it for its built-ins and for your own cards "
+                         "(`w2sd:NAME`, `user:NAME`), so the plugin would be refused. Choose another name, e.g. "
+                         f"{name}-pairs (nothing was written).")
     package = "w2sd_" + name.replace("-", "_")
     root = parent / f"w2sd-{name}"
     if root.exists():

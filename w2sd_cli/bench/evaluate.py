@@ -55,10 +55,23 @@ class EvalOutcome:
 
 
 def default_metrics(plan: dict[str, Any]) -> list[str]:
-    """What to score when no ``--metric`` is given: the model-free statistics of the run's output type."""
+    """What to score when no ``--metric`` is given: the metrics the pair's card names, plus the model-free image
+    statistics for image runs (``mixture-stats`` for analytic runs whose card names none).
+
+    Raises:
+        InputError: a sample-set run whose card names no metric (there is no model-free default for it).
+    """
+    card = plan.get("card") if isinstance(plan.get("card"), dict) else {}
+    named = [str(m) for m in (card or {}).get("metrics") or []]
     if plan.get("output") == "samples":
-        return ["mixture-stats"]
-    return ["image-stats", "shapes-checker"] if plan.get("kind") == "toy-unet" else ["image-stats"]
+        chosen = named or (["mixture-stats"] if plan.get("kind") == "analytic" else [])
+        if not chosen:
+            raise InputError(f"Pair {plan.get('pair')}'s card names no metric for its sample sets: give one with "
+                             "--metric NAME (`w2sd eval --list` shows which fit), or add `metrics:` to the card.")
+        return chosen
+    if not named and plan.get("kind") == "toy-unet":
+        named = ["shapes-checker"]
+    return list(dict.fromkeys(["image-stats", *named]))
 
 
 def evaluate(run_dir: Path, metrics: Sequence[str] | None = None, *, load: MetricLoad | None = None,

@@ -287,6 +287,26 @@ class Grid(Sequence[WorkItem]):
             raise InputError("the grid repeats an item (a prompt listed twice?); remove duplicate prompts.")
 
 
+NFE_PER_STEP = {"weak": 1, "strong": 1, "extrapolate": 2, "first-order": 3}
+"""Network evaluations per sampling step of the built-in methods with one sampler (W2SD and equal-NFE: T + 2 λ r)."""
+
+
+def plan_summary(grid: Grid, steps: int, lam: int, rounds: int, todo: int, done: int, rank: int = 0,
+                 world: int = 1) -> dict[str, Any]:
+    """What a bench run is about to do, before it renders: the grid's size, this rank's share and an estimate of
+    the network evaluations it needs (``text`` says it in one line)."""
+    per_item = {m: (steps + 2 * lam * rounds) if m in ("w2sd", "equal-nfe") else NFE_PER_STEP.get(m, 1) * steps
+                for m in grid.methods}
+    groups = len(grid.prompts) * grid._per_prompt
+    nfe = sum(per_item.values()) * groups * todo // max(1, len(grid))
+    seeds = "1 seed each (seed = prompt index)" if grid.seeds == SEED_INDEX else f"{len(grid.seeds):,} seeds"
+    share = f"; rank {rank} of {world} renders {todo + done:,}" if world > 1 else ""
+    text = (f"planned {len(grid):,} items ({len(grid.prompts):,} prompts × {seeds} × {len(grid.methods)} methods)"
+            f"{share}: {todo:,} to render, {done:,} already done; about {nfe:,} network evaluations "
+            f"(steps {steps}, lambda {lam}).")
+    return {"items": len(grid), "todo": todo, "done": done, "nfe": nfe, "text": text}
+
+
 class GridIds(Sequence[str]):
     """A grid's ids in canonical order, made on demand (what run plans list as ``ids``)."""
 

@@ -108,6 +108,11 @@ def load_prompt_set(spec: str, *, limit: int | None = None, offline: bool = Fals
         return PromptSet(card.name, card.file.url, card.file.sha256, _take(prompts, limit or card.limit))
     if path.exists() and not path.is_dir():
         return _user_file(path, limit)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix.lower() in SUFFIXES)[:5]
+        hint = f" It holds {', '.join(inside)}." if inside else " It holds no .csv, .txt or .jsonl file."
+        raise InputError(f"{path} is a folder, not a prompt file: give one .csv/.txt/.jsonl file, e.g. "
+                         f"--prompts {path / (inside[0] if inside else 'prompts.txt')}.{hint}")
     known = ", ".join(sorted({c.name for c in cards.values()} | set(local_names()))) or "none"
     shipped = named_file(spec)
     if shipped is not None:

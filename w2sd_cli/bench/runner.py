@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from w2sd_cli.bench.grid import Grid, Prompt, WorkItem, as_seeds, digest, prompt_dicts, seed_ranges
+from w2sd_cli.bench.grid import Grid, Prompt, WorkItem, as_seeds, digest, plan_summary, prompt_dicts, seed_ranges
 from w2sd_cli.bench.manifest import MergeResult, PartWriter, finished, merge, merge_lock, part_path
 from w2sd_cli.bench.shard import Shard, detect_shard
 from w2sd_cli.cards import PairCard
@@ -93,9 +93,13 @@ class BenchJob:
     def open_engine(self) -> Any:
         """The engine of this job's pair (loaded on first use, kept after)."""
         if self.engine is None:
+            from dataclasses import replace
+
             from w2sd_cli.engine import open_engine
 
-            self.engine = open_engine(self.card, self.kind, self.settings, self.load, metrics=[])
+            here = replace(self.load, device=_device(self.load.device, self.shard))  # this rank's own GPU
+            self.engine = open_engine(self.card, self.kind, self.settings, here, metrics=[])
+            self.engine.asked = self.load  # recipes record what was asked, so every rank writes the same bytes
         return self.engine
 
 
@@ -161,7 +165,7 @@ def bench(request: BenchRequest, observer: Observer | None = None,
         from w2sd_cli.errors import suggest
 
         raise InputError(f"No executor {request.executor!r}.{suggest(request.executor, runners)} "
-                         f"Installed: {', '.join(sorted(runners))}.")
+                         f"Installed: {', '.join(sorted(runners))}. {executor_hint(request.executor)}")
     check_options(runners[request.executor], request.executor_options)
     job = plan_job(request, registry)
     job.options = dict(request.executor_options)
@@ -173,6 +177,19 @@ def bench(request: BenchRequest, observer: Observer | None = None,
     except KeyboardInterrupt:
         raise Interrupted("Interrupted: finished items are kept in the manifest; run the same command to resume.")\
             from None
+
+
+KNOWN_EXECUTORS = {"ray": "w2sd-ray"}
+"""Executors w2sd's own plugin packages provide, by name: what to install for each."""
+
+
+def executor_hint(name: str) -> str:
+    """How to get executor ``name``: its package when w2sd ships one, else where executors come from."""
+    package = KNOWN_EXECUTORS.get(name)
+    if package is not None:
+        return (f"The {name} executor comes with the {package} plugin: pip install {package} (from a w2sd checkout: "
+                f"pip install -e plugins/{package}); `w2sd plugins` then lists it.")
+    return "Executors come from plugins (hook register_executors); `w2sd plugins` lists what is installed."
 
 
 def parse_options(specs: Iterable[str]) -> dict[str, str]:
@@ -223,6 +240,10 @@ def plan_job(request: BenchRequest, registry: PairRegistry | None = None) -> Ben
     entry = registry.get(request.pair)
     card, kind = entry.card, registry.kind(entry)
     kind.check(card)
+    from w2sd_cli.validate import check_request
+
+    used = {"cfg": request.cfg, "width": request.width, "height": request.height, "samples": request.samples}
+    check_request(card, kind, None, used, LoadSettings(device=request.device, dtype=request.dtype))
     if not request.methods:
         raise InputError("--methods is empty: give at least one method, e.g. --methods strong,w2sd.")
     for method in request.methods:
@@ -231,7 +252,7 @@ def plan_job(request: BenchRequest, registry: PairRegistry | None = None) -> Ben
     sampler = Settings.resolve(card, steps=request.steps, lam=request.lam, rounds=request.rounds, k=request.k,
                                samples=request.samples, cfg=request.cfg, width=request.width, height=request.height,
                                reference_interval=request.reference_interval)
-    load = LoadSettings(device=_device(request.device, shard), dtype=request.dtype, offline=request.offline,
+    load = LoadSettings(device=request.device, dtype=request.dtype, offline=request.offline,
                         allow_pickle=request.allow_pickle)
     prompts, prompt_set = _prompts(request, kind.conditioning != "none")
     settings = {"steps": sampler.steps, "lam": sampler.lam, "rounds": sampler.rounds, "k": request.k,
@@ -332,8 +353,9 @@ def plan_share(job: BenchJob, shard: Shard, observer: Observer | None = None
     skipped = sum(1 for line in done.values()
                   if (at := grid.locate(line)) is not None and grid.owner(at, shard.world) == shard.rank)
     count = grid.share_size(shard.rank, shard.world) - skipped
-    _notify(observer, {"phase": "plan", "total": count, "skipped": skipped, "rank": shard.rank,
-                       "world": shard.world})
+    s = job.settings
+    _notify(observer, {"phase": "plan", "total": count, "skipped": skipped, "rank": shard.rank, "world": shard.world,
+                       "plan": plan_summary(grid, s.steps, s.lam, s.rounds, count, skipped, shard.rank, shard.world)})
     return count, skipped, (item for item in grid.share(shard.rank, shard.world) if item.id not in done)
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,7 +44,7 @@ def bench(
     k: Annotated[float, typer.Option("--k", help="Weight k of the extrapolate and first-order controls "
                                      "(autoguidance w = 1 + k).")] = 1.0,
     samples: Annotated[int | None, typer.Option("--samples", min=1, help="Analytic pairs: samples per item.")] = None,
-    cfg: Annotated[float | None, typer.Option("--cfg", min=0.0, help="Final denoise CFG scale.")] = None,
+    cfg: Annotated[float | None, typer.Option("--cfg", help="Final denoise CFG scale (0 to 100).")] = None,
     width: Annotated[int | None, typer.Option("--width", min=8)] = None,
     height: Annotated[int | None, typer.Option("--height", min=8)] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="float32, float16 or bfloat16.")] = None,
@@ -74,7 +78,7 @@ def bench(
         reference_interval=reference_interval, offline=offline, allow_pickle=allow_pickle, shard=shard,
         executor=executor, keep_going=keep_going, batch_size=batch_size,
         executor_options={**parse_options(executor_option or []), **executor_flags(ctx.args, executor)})
-    with ItemProgress(quiet=json_output) as progress:
+    with ItemProgress(quiet=json_output) as progress, stdout_for_json(json_output):
         outcome = run_bench(request, progress.observe)
     merged = outcome.merged
     facts = {"run_dir": str(outcome.run_dir), "rank": outcome.shard.rank, "world": outcome.shard.world,
@@ -100,6 +104,24 @@ def bench(
         err_console.print("other ranks are still running or missing; the last rank to finish merges everything.")
     elif merged.complete:
         err_console.print(f"next: w2sd eval {outcome.run_dir} --metric ...; w2sd report {outcome.run_dir}")
+
+
+@contextlib.contextmanager
+def stdout_for_json(active: bool) -> Iterator[None]:
+    """With ``--json``, whatever a library or a Ray worker prints on stdout while the run goes on (a dead actor's
+    notice, say) is sent to stderr, so stdout holds only the JSON document printed afterwards."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def evaluate(
@@ -278,13 +300,15 @@ class ItemProgress(ObserverProgress):
     """A rich bar over items (bench) or scored outputs (eval), with the current item's label."""
 
     def __init__(self, quiet: bool = False) -> None:
-        from rich.progress import MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         super().__init__(MofNCompleteColumn(), TextColumn("{task.fields[label]}", markup=False), TimeElapsedColumn(),
-                         quiet=quiet)
+                         TimeRemainingColumn(), quiet=quiet)
 
     def observe(self, info: dict[str, Any]) -> None:
         phase = info.get("phase")
+        if phase == "plan" and isinstance(info.get("plan"), dict):  # before anything renders, even with --json
+            self.progress.console.print(str(info["plan"]["text"]), markup=False, soft_wrap=True)
         if phase in ("item", "score"):
             name = "render" if phase == "item" else f"score {info.get('metric')}"
             if name not in self.tasks:

@@ -34,7 +34,7 @@ def gen(
         "equal-nfe, or a plugin's).")] = None,
     width: Annotated[int | None, typer.Option("--width", min=8)] = None,
     height: Annotated[int | None, typer.Option("--height", min=8)] = None,
-    cfg: Annotated[float | None, typer.Option("--cfg", min=0.0, help="Final denoise CFG scale.")] = None,
+    cfg: Annotated[float | None, typer.Option("--cfg", help="Final denoise CFG scale (0 to 100).")] = None,
     k: Annotated[float | None, typer.Option("--k", help="Weight of the first-order/extrapolate controls.")] = None,
     strong_prompt: Annotated[str | None, typer.Option("--strong-prompt", help="Prompt pairs: refined prompt.")] = None,
     negative_prompt: Annotated[str | None, typer.Option("--negative-prompt")] = None,
@@ -55,6 +55,7 @@ def gen(
     from w2sd_cli.api import load_pair
     from w2sd_cli.cli.output import err_console, print_json, warn
     from w2sd_cli.cli.progress import DownloadProgress, PhaseProgress
+    from w2sd_cli.kinds.base import LoadSettings
     from w2sd_cli.outputs import check_out
 
     knobs: dict[str, Any] = dict(steps=steps, lam=lam, rounds=rounds, k=k, cfg=cfg, width=width, height=height,
@@ -62,16 +63,13 @@ def gen(
                                  strong_prompt=strong_prompt, negative_prompt=negative_prompt,
                                  control_image=control_image, class_label=class_label)
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
-    if chosen is not None:
-        from w2sd_cli.methods import get_method
-
-        for method in chosen:  # before any model loads
-            get_method(method)
     expected_digest = None
     if from_image is not None:
         pair, prompt, seed, chosen, knobs, expected_digest = _from_image(from_image)
         num_images = 1
     check_out(out)  # a read-only, full or misnamed --out is reported before any model loads
+    _check_before_loading(pair, prompt, seed, num_images, batch_size, chosen, knobs,
+                          LoadSettings(device=device, dtype=dtype, offload=offload))
     with DownloadProgress(quiet=json_output) as downloads:
         loaded = load_pair(pair, device=device, dtype=dtype, offline=offline or None, allow_pickle=allow_pickle,
                            offload=offload, observer=downloads.observe)
@@ -96,6 +94,24 @@ def gen(
         err_console.print(f"wrote {path}", markup=False)
 
 
+def _check_before_loading(pair: str | None, prompt: str | None, seed: int | None, count: int, batch_size: int,
+                          methods: list[str] | None, knobs: dict[str, Any], load: Any) -> None:
+    """Every knob, the prompt, the methods and the device checked as ``Pair.generate`` checks them, before loading."""
+    from w2sd_cli.api import DEFAULT_PAIR, check_generate, make_condition
+    from w2sd_cli.pairs import get_registry
+
+    registry = get_registry()
+    entry = registry.get(pair or DEFAULT_PAIR)
+    kind = registry.kind(entry)
+    kind.check(entry.card)
+    condition_keys = ("strong_prompt", "negative_prompt", "control_image", "class_label")
+    condition = make_condition(prompt, **{key: knobs.get(key) for key in condition_keys})
+    first = seed if seed is not None else entry.card.defaults.seed
+    settings = {key: value for key, value in knobs.items() if key not in condition_keys}
+    check_generate(entry.card, kind, condition, range(first, first + count), batch_size, settings,
+                   methods=methods or [], load=load)
+
+
 def _from_image(path: Path) -> tuple[str, str, int, list[str], dict[str, Any], str | None]:
     """The pair, prompt, seed, method(s) and knobs a w2sd PNG was made with."""
     from w2sd_cli.errors import InputError
@@ -104,7 +120,7 @@ def _from_image(path: Path) -> tuple[str, str, int, list[str], dict[str, Any], s
     recipe = read_recipe(path)
     try:
         condition, settings = dict(recipe["condition"]), dict(recipe["settings"])
-        pair, seed, method = str(recipe["pair"]), int(recipe["seed"]), str(recipe["method"])
+        pair, seed, method = str(recipe.get("pair_id") or recipe["pair"]), int(recipe["seed"]), str(recipe["method"])
     except (KeyError, TypeError, ValueError):
         raise InputError(f"{path}: its recipe is from an older w2sd and lacks the condition or settings; "
                          "make the image again with `w2sd gen`.") from None
@@ -114,7 +130,8 @@ def _from_image(path: Path) -> tuple[str, str, int, list[str], dict[str, Any], s
                  strong_prompt=condition.get("strong_prompt"), negative_prompt=condition.get("negative_prompt"),
                  control_image=condition.get("control_image"), class_label=condition.get("class_label"))
     digest = recipe.get("card_digest")
-    return pair, str(condition.get("prompt") or ""), seed, methods, knobs, digest if isinstance(digest, str) else None
+    prompt = recipe.get("prompt", condition.get("prompt"))  # the prompt is stored once, at the top
+    return pair, str(prompt or ""), seed, methods, knobs, digest if isinstance(digest, str) else None
 
 
 def _render_summary(summary: dict[str, Any]) -> None:

@@ -41,6 +41,7 @@ class AnalyticKind(PairKind):
     output = "samples"
     conditioning = "none"
     small = True
+    takes = frozenset({"samples"})
     gen_methods = ("weak", "strong", "w2sd", "extrapolate")
     compare_methods = gen_methods
 

@@ -124,8 +124,15 @@ class Settings:
         """The card's defaults where the caller gave ``None``; ``lam`` follows ``steps`` when only steps is given.
 
         Raises:
-            InputError: ``lam`` exceeds ``steps``.
+            InputError: a knob is not finite or out of range (``w2sd_cli.validate.check_knobs``), or ``lam``
+                exceeds ``steps``.
         """
+        from w2sd_cli.validate import check_knobs
+
+        knobs = check_knobs(steps=steps, lam=lam, rounds=rounds, k=k, cfg=cfg, width=width, height=height,
+                            samples=samples, reference_interval=reference_interval)
+        steps, lam, rounds, k, cfg = (knobs[key] for key in ("steps", "lam", "rounds", "k", "cfg"))
+        width, height, samples = knobs["width"], knobs["height"], knobs["samples"]
         d = card.defaults
         if lam is None:
             lam = d.lam if (steps is None and d.lam is not None) else (steps or d.steps) - 1
@@ -264,6 +271,8 @@ class PairKind:
             (the condition is ignored; a bench grid has one empty prompt).
         gen_methods: what `w2sd gen` samples without ``--compare`` / ``--methods``.
         compare_methods: what ``--compare`` samples.
+        takes: the pair-specific options the kind reads (``w2sd_cli.validate.FLAGS``: ``cfg``, ``width``,
+            ``class_label``, ``device``...); others are refused before anything loads. ``None``: all of them.
         small: tiny networks on the CPU: sampled on one torch thread (``W2SD_THREADS`` overrides), since torch's
             default threads collapse under load on small machines.
     """
@@ -277,6 +286,7 @@ class PairKind:
     small: ClassVar[bool] = False
     gen_methods: ClassVar[tuple[str, ...]] = ("w2sd",)
     compare_methods: ClassVar[tuple[str, ...]] = ("weak", "strong", "w2sd")
+    takes: ClassVar[frozenset[str] | None] = None
 
     def options(self, card: PairCard) -> Any:
         """The card's ``options`` validated by ``options_model`` (or the raw dict)."""

@@ -34,6 +34,8 @@ class DiffusersKind(PairKind):
     summary = ("SD 1.x/2.x, SDXL, SD3.x and FLUX.1 pairs: per-side model, LoRA scale, CFG, distilled guidance, "
                "prompt and ControlNet")
     options_model = DiffusersOptions
+    takes = frozenset({"strong_prompt", "negative_prompt", "control_image", "cfg", "width", "height", "device",
+                       "dtype", "offload"})
     side_model = DiffusersSide
 
     def resolve(self, card: PairCard, final_cfg: float | None = DEFAULT_FINAL_CFG) -> dict[str, SideSpec]:

@@ -65,6 +65,7 @@ class MoEExpertsKind(PairKind):
     side_model = MoESide
     output = "image"
     conditioning = "class"
+    takes = frozenset({"class_label", "cfg", "width", "height", "device", "dtype"})
 
     def network_config(self, card: PairCard) -> DiTMoEConfig:
         """The architecture the card's checkpoint must have."""

@@ -58,6 +58,7 @@ class ToyUNetKind(PairKind):
     options_model = ToyOptions
     side_model = ToySide
     small = True
+    takes = frozenset({"cfg"})
 
     def check(self, card: PairCard) -> None:
         self.options(card)
@@ -124,7 +125,7 @@ class ToyPair:
 
         return PreparedPair(specs=specs, denoiser=denoiser, schedule=schedule, grid=make_grid(settings.steps),
                             make_grid=make_grid, noise=noise, describe=describe,
-                            warnings=_unknown_words(prompt))
+                            warnings=_unknown_words(prompt) + self.models["strong"].cut(prompt))
 
     def decode(self, x: Tensor, count: int) -> list[Any]:
         from PIL import Image
@@ -207,6 +208,12 @@ class ToyModel:
                              f"or reinstall w2sd.") from None
         self.network = unet_network(self.unet)
         self._states: dict[str, Tensor] = {}
+
+    def cut(self, prompt: str) -> list[str]:
+        """A warning when the tokenizer cuts ``prompt`` (``w2sd_cli.toy.components.cut_warning``)."""
+        from w2sd_cli.toy.components import cut_warning
+
+        return cut_warning(self.tokenizer, prompt)
 
     def conditioning(self, prompt: str) -> Tensor:
         """The text encoder's last hidden states for ``prompt`` (cached per prompt)."""

@@ -90,6 +90,17 @@ def build_unet() -> Any:
     return UNet2DConditionModel(**UNET_CONFIG)
 
 
+def cut_warning(tokenizer: Any, prompt: str) -> list[str]:
+    """A warning when ``prompt`` has more tokens than the text encoder reads (``MAX_TOKENS``, ends included)."""
+    count = len(tokenizer(prompt, truncation=True, max_length=1 << 20).input_ids)  # no "too long" log line
+    if count <= MAX_TOKENS:
+        return []
+    kept = tokenizer.decode(tokenizer(prompt, max_length=MAX_TOKENS, truncation=True).input_ids,
+                            skip_special_tokens=True)
+    return [f"the prompt is {count} tokens long, but the shapes pair reads only {MAX_TOKENS} (ends included): it "
+            f"sampled from {kept!r}; the rest was cut."]
+
+
 def encode(tokenizer: Any, text_encoder: Any, prompts: list[str]) -> Any:
     """Last hidden states of the prompts, padded to ``MAX_TOKENS``."""
     ids = tokenizer(prompts, padding="max_length", max_length=MAX_TOKENS, truncation=True,

@@ -30,7 +30,9 @@ def start_local(ray: Any) -> None:
     import logging
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        # address="local": a new instance even when a killed head left /tmp/ray/ray_current_cluster behind
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.WARNING)
 
 
 @pytest.fixture(scope="session")

@@ -157,14 +157,22 @@ def _connect(address: str | None) -> tuple[Any, bool]:
         raise InputError("The ray executor needs Ray: pip install 'ray>=2.9' (or pip install w2sd-ray).") from None
     if ray.is_initialized():
         return ray, False
+    target = ray_target(address)
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(address=target, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as err:
         where = address or os.environ.get("RAY_ADDRESS") or "a local instance"
         raise RayError(f"Cannot connect to the Ray cluster at {where}: {err}. Start it with `ray start --head` "
                        "(and `ray start --address HEAD:6379` on each worker), then pass "
                        "--executor-option address=HEAD:6379.") from None
     return ray, True
+
+
+def ray_target(address: str | None) -> str:
+    """What to pass ``ray.init``: the address given, else ``$RAY_ADDRESS``, else ``"local"``: a new instance on
+    this machine. (With no address Ray would also try the cluster named in ``/tmp/ray/ray_current_cluster``,
+    which a killed head leaves behind, and then fail or attach to a stranger's cluster.)"""
+    return address or os.environ.get("RAY_ADDRESS") or "local"
 
 
 class _Run:
