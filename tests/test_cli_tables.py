@@ -126,7 +126,7 @@ def test_pull_outside_a_terminal_logs_one_line_per_file() -> None:
     from w2sd_cli.cli import output, progress
 
     out = io.StringIO()
-    saved = output.err_console.file
+    saved = output.err_console._file  # None: the console follows whatever sys.stderr is (CliRunner swaps it)
     output.err_console.file = out
     try:
         with progress.DownloadProgress() as bar:
@@ -138,6 +138,6 @@ def test_pull_outside_a_terminal_logs_one_line_per_file() -> None:
                     bar.observe({**info, "event": "file", "pair": "p", "key": "strong"})
                     bar.observe({"event": "overall", "pair": "p", "bytes_done": done, "bytes_total": 3_000_000})
     finally:
-        output.err_console.file = saved
+        output.err_console._file = saved
     assert out.getvalue().splitlines() == ["p:strong: unet/diffusion_pytorch_model.fp16.safetensors (1.5 MB) done",
                                            "p:strong: text_encoder/model.safetensors (1.5 MB) done"]

@@ -148,7 +148,8 @@ def test_3_a_url_token_reaches_the_server_but_no_record_or_printout(
     url = server.url(PATH).replace("http://", "http://user:pw@") + "?token=abc123secret&type=Model"
     assert redact_url(url) == server.url(PATH) + "?token=***&type=Model"
     user_card(isolated_home, card_yaml(url))
-    assert invoke("pull", "civ").exit_code == 0  # type: ignore[attr-defined]
+    done = invoke("pull", "civ")
+    assert done.exit_code == 0, done.output  # type: ignore[attr-defined]
     assert server.requests(PATH)[0].path == PATH and "abc123secret" not in json.dumps(
         [s.headers for s in server.log])  # sent as the query, never as a header
     shown = invoke("pairs", "show", "civ", "--json")
@@ -188,7 +189,8 @@ def test_4_a_card_problem_with_markup_is_shown_literally(isolated_home: Path) ->
 def test_5_prune_keeps_the_models_and_lock_of_a_present_but_invalid_card(
         server: FakeServer, isolated_home: Path) -> None:
     path = user_card(isolated_home, card_yaml(server.url(PATH)))
-    assert invoke("pull", "civ").exit_code == 0  # type: ignore[attr-defined]
+    done = invoke("pull", "civ")
+    assert done.exit_code == 0, done.output  # type: ignore[attr-defined]
     path.write_text(path.read_text().replace("kind: diffusers", "kind: diffusers\nstrenght: 1"))  # a typo
     user_card(isolated_home, path.read_text())
     result = invoke("cache", "prune", "--yes")
@@ -229,7 +231,8 @@ def test_7_free_space_is_checked_against_content_length_when_the_card_has_no_siz
 def test_8_one_pull_after_verify_finds_a_mismatch_ends_with_a_good_file(
         server: FakeServer, isolated_home: Path) -> None:
     user_card(isolated_home, card_yaml(server.url(PATH)))
-    assert invoke("pull", "civ").exit_code == 0  # type: ignore[attr-defined]
+    done = invoke("pull", "civ")
+    assert done.exit_code == 0, done.output  # type: ignore[attr-defined]
     blob = find_blob(SHA)
     assert blob is not None
     blob.write_bytes(PAYLOAD[:-1] + b"\x01")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from w2sd_cli.errors import CardError
+from w2sd_cli.errors import CardError, DownloadError, OfflineError
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -22,13 +22,18 @@ class Extras:
     prompts: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, dict[str, str]] = field(default_factory=dict)
     check_metrics: dict[str, str] = field(default_factory=dict)  # pair -> the metric `pairs check` scores with
+    prompt_failures: dict[str, str] = field(default_factory=dict)  # prompt set -> why it could not be fetched
 
     def as_dict(self) -> dict[str, Any]:
-        return {"prompts": self.prompts, "metrics": self.metrics, "check_metrics": self.check_metrics}
+        return {"prompts": self.prompts, "metrics": self.metrics, "check_metrics": self.check_metrics,
+                "prompt_failures": self.prompt_failures}
 
     def summary(self) -> list[str]:
         """Lines for the terminal: what is ready offline, and what `pairs check` would still need."""
         lines = [f"prompt set {name} ready" for name in self.prompts]
+        lines += [f"prompt set {name} (for `w2sd pairs check`) could not be fetched: {why} The models are ready; "
+                  "run the same `w2sd pull` again when the network is back to have `pairs check` work offline."
+                  for name, why in self.prompt_failures.items()]
         lines += [f"metric {name}: {len(paths)} model(s) ready" for name, paths in self.metrics.items()]
         lines += [f"`w2sd pairs check {pair}` scores with {metric}: add `--metrics {metric}` to have it offline"
                   for pair, metric in self.check_metrics.items() if metric not in self.metrics and _has_card(metric)]
@@ -44,7 +49,8 @@ def metric_list(text: str | None) -> list[str]:
 def pull_extras(pairs: Sequence[str], metrics: Sequence[str], *, offline: bool = False,
                 progress: Progress | None = None) -> Extras:
     """Fetch each pair's `pairs check` prompt set and every named metric's models (pickles are downloaded, and
-    refused later at use without ``--allow-pickle``).
+    refused later at use without ``--allow-pickle``). A prompt set that cannot be fetched is recorded in
+    ``prompt_failures`` (the pair's models are what `pull` is for); a metric asked for that fails raises.
 
     Args:
         pairs: pair names or aliases.
@@ -62,7 +68,11 @@ def pull_extras(pairs: Sequence[str], metrics: Sequence[str], *, offline: bool =
         if metric is not None:
             extras.check_metrics[pair] = metric
         if prompts is not None:
-            path = fetch_prompt_set(prompts, offline=offline, progress=progress)
+            try:
+                path = fetch_prompt_set(prompts, offline=offline, progress=progress)
+            except (DownloadError, OfflineError) as err:  # the pair's models are pulled: say so, and what is missing
+                extras.prompt_failures[prompts] = str(err)
+                continue
             if path is not None:
                 extras.prompts[prompts] = str(path)
     for name in metrics:
