@@ -266,3 +266,14 @@ def _tree_entry(path: str, data: bytes) -> dict[str, Any]:
 def extra_etag(extra: dict[str, str] | None) -> str | None:
     """The ETag a file answer carries (what a matching ``If-Range`` must repeat)."""
     return (extra or {}).get("ETag")
+
+
+def civitai_server(monkeypatch: Any, files: dict[str, bytes]) -> FakeServer:
+    """A started fake civitai server on 127.0.0.1, with the environment w2sd needs to download from it
+    (network on, no token, the loopback host counted as civitai). Stop it when done."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("W2SD_MIN_FREE_MB", "1")
+    monkeypatch.setenv("W2SD_CIVITAI_HOSTS", "127.0.0.1")
+    monkeypatch.delenv("CIVITAI_TOKEN", raising=False)
+    monkeypatch.delenv("W2SD_TOKEN_OVER_HTTP_LOOPBACK", raising=False)
+    return FakeServer(files=dict(files)).start()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.store_fakes import FakeServer, Fault, safetensors_bytes, sha256
+from tests.store_fakes import FakeServer, Fault, civitai_server, safetensors_bytes, sha256
 from w2sd_cli.cards import PairCard, parse_card
 from w2sd_cli.cli import build_app
 from w2sd_cli.errors import DownloadError, InputError, ModelError
@@ -27,12 +27,7 @@ RUNNER = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"})
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setenv("W2SD_MIN_FREE_MB", "1")
-    monkeypatch.setenv("W2SD_CIVITAI_HOSTS", "127.0.0.1")
-    monkeypatch.delenv("CIVITAI_TOKEN", raising=False)
-    monkeypatch.delenv("W2SD_TOKEN_OVER_HTTP_LOOPBACK", raising=False)
-    fake = FakeServer(files={PATH: PAYLOAD}).start()
+    fake = civitai_server(monkeypatch, {PATH: PAYLOAD})
     yield fake
     fake.stop()
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from tests.store_fakes import FakeServer, Fault, safetensors_bytes, sha256
+from tests.store_fakes import FakeServer, Fault, civitai_server, safetensors_bytes, sha256
 from w2sd_cli.cards import PairCard, parse_card
 from w2sd_cli.errors import ModelError
 from w2sd_cli.store import check_weights_file, pull
@@ -30,11 +30,7 @@ EVIL = "a\x1b]0;pwned\x07\x1b[2J\n✓ evil: 1 model(s) ready.safetensors"
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setenv("W2SD_MIN_FREE_MB", "1")
-    monkeypatch.setenv("W2SD_CIVITAI_HOSTS", "127.0.0.1")
-    monkeypatch.delenv("CIVITAI_TOKEN", raising=False)
-    fake = FakeServer(files={PATH: PAYLOAD}).start()
+    fake = civitai_server(monkeypatch, {PATH: PAYLOAD})
     yield fake
     fake.stop()
 
